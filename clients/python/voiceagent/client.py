@@ -1,0 +1,128 @@
+"""A small typed SDK around the generated stubs.
+
+async with VoiceAgentClient("127.0.0.1:50051") as client:
+    await client.wait_ready()
+    async with client.converse(SessionConfig(...)) as call:
+        await call.send_audio(frame)
+        async for response in call:
+            ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from voiceagent.v1 import voice_agent_pb2 as pb
+from voiceagent.v1 import voice_agent_pb2_grpc as pb_grpc
+
+
+def linear16(rate: int) -> pb.AudioFormat:
+    return pb.AudioFormat(encoding=pb.LINEAR16, sample_rate_hertz=rate)
+
+
+class VoiceAgentClient:
+    def __init__(self, target: str, token: str | None = None) -> None:
+        self.target = target
+        self._metadata: Sequence[tuple[str, str]] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+        self._channel: grpc.aio.Channel | None = None
+        self.stub: pb_grpc.VoiceAgentStub
+
+    async def __aenter__(self) -> VoiceAgentClient:
+        self._channel = grpc.aio.insecure_channel(
+            self.target, options=[("grpc.max_receive_message_length", 8 << 20)]
+        )
+        self.stub = pb_grpc.VoiceAgentStub(self._channel)  # type: ignore[no-untyped-call]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def wait_ready(self, within: float = 300.0) -> None:
+        """Wait until the server's health check says SERVING (models loaded)."""
+        assert self._channel is not None
+        health = health_pb2_grpc.HealthStub(self._channel)
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            try:
+                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError as err:
+                if err.code() not in (
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                ):
+                    raise
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"{self.target} not SERVING after {within:.0f} s")
+            await asyncio.sleep(0.5)
+
+    def converse(self, config: pb.SessionConfig) -> Conversation:
+        return Conversation(self.stub, config, self._metadata)
+
+
+class Conversation:
+    """One Converse stream: send requests with the methods, iterate to receive responses."""
+
+    def __init__(
+        self,
+        stub: pb_grpc.VoiceAgentStub,
+        config: pb.SessionConfig,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self._stub = stub
+        self._config = config
+        self._metadata = metadata
+        self._outbox: asyncio.Queue[pb.ConverseRequest | None] = asyncio.Queue()
+        self._call: grpc.aio.StreamStreamCall | None = None
+
+    async def __aenter__(self) -> Conversation:
+        await self._outbox.put(pb.ConverseRequest(config=self._config))
+        self._call = self._stub.Converse(self._requests(), metadata=self._metadata)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._call is not None and not self._call.done():
+            self._call.cancel()
+
+    async def _requests(self) -> AsyncIterator[pb.ConverseRequest]:
+        while (request := await self._outbox.get()) is not None:
+            yield request
+
+    async def send_audio(self, audio: bytes) -> None:
+        await self._outbox.put(pb.ConverseRequest(audio=audio))
+
+    async def send_text(self, text: str) -> None:
+        await self._outbox.put(pb.ConverseRequest(text=text))
+
+    async def update(
+        self, llm_model: str = "", tts_voice: str = "", system_prompt: str = ""
+    ) -> None:
+        update = pb.ConfigUpdate(
+            llm_model=llm_model, tts_voice=tts_voice, system_prompt=system_prompt
+        )
+        await self._outbox.put(pb.ConverseRequest(update=update))
+
+    async def hangup(self) -> None:
+        await self._outbox.put(pb.ConverseRequest(hangup=pb.Hangup()))
+
+    async def close_input(self) -> None:
+        """Half-close: the agent finishes its current answer, then the stream ends."""
+        await self._outbox.put(None)
+
+    def __aiter__(self) -> AsyncIterator[pb.ConverseResponse]:
+        assert self._call is not None, "use `async with client.converse(...)`"
+        return self._call.__aiter__()  # type: ignore[no-any-return]

@@ -1,0 +1,129 @@
+"""Process entry: the grpc.aio server with health, reflection, metrics and graceful drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+from voiceagent.v1 import campaigns_pb2, voice_agent_pb2
+from voiceagent.v1 import voice_agent_pb2_grpc as pb_grpc
+
+from server.backends.registry import Backends
+from server.service import VoiceAgentService
+from server.settings import Settings
+
+log = logging.getLogger("voice_agent")
+
+MAX_MESSAGE_BYTES = 4 << 20
+_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # Load balancers drop idle HTTP/2 connections; pings keep long calls alive through them.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+SERVICE_NAME = voice_agent_pb2.DESCRIPTOR.services_by_name["VoiceAgent"].full_name
+
+
+class VoiceAgentServer:
+    """A running server: gRPC port bound at once, health NOT_SERVING until backends are loaded."""
+
+    def __init__(self, settings: Settings, backends: Backends | None = None) -> None:
+        self.settings = settings
+        self.backends = backends or Backends()
+        self.ready = asyncio.Event()
+        self.server = grpc.aio.server(options=_OPTIONS)
+        self.service = VoiceAgentService(settings, self.backends, self.ready)
+        self.health = health.aio.HealthServicer()
+        pb_grpc.add_VoiceAgentServicer_to_server(self.service, self.server)  # type: ignore[no-untyped-call]
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (
+                SERVICE_NAME,
+                campaigns_pb2.DESCRIPTOR.services_by_name["Campaigns"].full_name,
+                health.SERVICE_NAME,
+                reflection.SERVICE_NAME,
+            ),
+            self.server,
+        )
+        self.port = self.server.add_insecure_port(f"{settings.host}:{settings.port}")
+        if self.port == 0:
+            raise SystemExit(f"cannot listen on {settings.host}:{settings.port}")
+        self._loader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.start()
+        self._loader = asyncio.create_task(self._load(), name="load-backends")
+
+    async def _load(self) -> None:
+        started = time.monotonic()
+        s = self.settings
+        if s.preload:
+            await asyncio.gather(
+                self.backends.get_stt(s.stt),
+                self.backends.get_llm(s.llm),
+                self.backends.get_tts(s.tts),
+            )
+        self.ready.set()
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "ready in %.1f s: stt=%s llm=%s tts=%s", time.monotonic() - started, s.stt, s.llm, s.tts
+        )
+
+    async def wait_ready(self) -> None:
+        assert self._loader is not None
+        await self._loader
+
+    async def _set_health(self, status: int) -> None:
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking streams, give running ones `grace` seconds, then end them."""
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._loader is not None and not self._loader.done():
+            self._loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._loader
+        await self.server.stop(grace)
+        await self.backends.aclose()
+
+
+async def serve(settings: Settings) -> None:
+    server = VoiceAgentServer(settings)
+    start_http_server(settings.http_port)
+    await server.start()
+    log.info(
+        "gRPC on port %d (health NOT_SERVING until models load); metrics on :%d/metrics",
+        server.port,
+        settings.http_port,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loader = asyncio.ensure_future(server.wait_ready())
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({loader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if loader.done() and loader.exception() is not None:
+        raise SystemExit(f"could not load the models: {loader.exception()}")
+    await stopper
+    log.info("draining: up to %d s for running sessions", settings.drain_seconds)
+    await server.stop(settings.drain_seconds)
+
+
+def run() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(serve(Settings.from_env()))

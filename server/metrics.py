@@ -1,0 +1,36 @@
+"""Prometheus histograms of the per-turn latency figures that every TurnMetrics message carries."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+from voiceagent.v1 import voice_agent_pb2 as pb
+
+_BUCKETS = (50, 100, 200, 300, 400, 500, 600, 700, 800, 1000, 1200, 1500, 2000, 3000, 5000, 10000)
+
+STT_FINAL = Histogram(
+    "voice_agent_stt_final_ms", "End of speech to final transcript", buckets=_BUCKETS
+)
+LLM_FIRST_TOKEN = Histogram(
+    "voice_agent_llm_first_token_ms", "End of speech to first LLM token", buckets=_BUCKETS
+)
+TTS_FIRST_AUDIO = Histogram(
+    "voice_agent_tts_first_audio_ms", "End of speech to first synthesized audio", buckets=_BUCKETS
+)
+VOICE_TO_VOICE = Histogram(
+    "voice_agent_voice_to_voice_ms", "End of speech to first agent audio sent", buckets=_BUCKETS
+)
+BARGE_IN_STOP = Histogram(
+    "voice_agent_barge_in_stop_ms", "Detected user speech to agent audio stopped", buckets=_BUCKETS
+)
+SESSIONS_ACTIVE = Gauge("voice_agent_sessions_active", "Converse streams open now")
+SESSIONS_TOTAL = Counter("voice_agent_sessions_total", "Converse streams accepted")
+
+
+def observe_turn(metrics: pb.TurnMetrics) -> None:
+    if metrics.HasField("barge_in_stop_ms"):
+        BARGE_IN_STOP.observe(metrics.barge_in_stop_ms)
+        return  # the turn's other figures were observed when it was first reported
+    STT_FINAL.observe(metrics.stt_final_ms)
+    LLM_FIRST_TOKEN.observe(metrics.llm_first_token_ms)
+    TTS_FIRST_AUDIO.observe(metrics.tts_first_audio_ms)
+    VOICE_TO_VOICE.observe(metrics.voice_to_voice_ms)

@@ -1,0 +1,564 @@
+"""One conversation: the turn loop, speculative answers, barge-in, history and metrics.
+
+Every task a session starts is owned by it (`_spawn`) and cancelled by `close()`, which runs
+whichever way the stream ends: hangup, half-close, client gone, or failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from voiceagent.v1 import voice_agent_pb2 as pb
+
+from server.audio import Format, InboundAudio, OutboundAudio
+from server.backends.llm.base import LLM, ChatMessage
+from server.backends.stt.base import STT, STTStream, TurnEventKind, TurnOptions, TurnUpdate
+from server.backends.tts.base import TTS
+from server.metrics import observe_turn
+from server.sentences import SentenceSplitter, speakable
+
+log = logging.getLogger(__name__)
+
+AUDIO_CHUNK_MS = 100  # agent audio goes out in messages of at most this much
+HISTORY_MESSAGES = 16  # plus the system prompt; older turns fall out of the LLM's context
+
+
+class SessionFailure(Exception):
+    """Ends the stream with a gRPC status after an in-stream Error message."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class SessionSetup:
+    """Everything a session needs, resolved and validated by the servicer."""
+
+    session_id: str
+    config: pb.SessionConfig  # the effective config, echoed in SessionStarted
+    input_format: Format
+    output_format: Format
+    stt: STT
+    llm: LLM
+    tts: TTS
+    llm_model: str
+    voice: str
+    system_prompt: str
+    greeting: str
+    turn_options: TurnOptions
+
+
+def _ms(start: float | None, end: float | None) -> float:
+    if start is None or end is None:
+        return 0.0
+    return round(max(0.0, end - start) * 1000.0, 1)
+
+
+@dataclass
+class _Piece:
+    text: str
+    seconds: float = 0.0
+    play_start: float | None = (
+        None  # estimated, from send times and the client's real-time playback
+    )
+
+
+@dataclass
+class AgentResponse:
+    """One agent turn: LLM tokens -> sentence pieces -> TTS -> audio, held until committed."""
+
+    session: Session
+    turn_id: int
+    user_text: str
+    messages: list[ChatMessage]
+    llm_model: str
+    voice: str
+    speech_end: float  # zero point of the turn's metrics
+    stt_final_at: float
+    from_text: bool = False
+    fixed_text: str | None = None  # the greeting: spoken as is, no LLM
+    committed: bool = False
+    text: str = ""
+    pieces: list[_Piece] = field(default_factory=list)
+    llm_first_token_at: float | None = None
+    tts_first_audio_at: float | None = None
+    first_audio_sent_at: float | None = None
+    play_cursor: float = 0.0
+    finished: bool = False
+    history_entry: ChatMessage | None = None
+    _held: list[tuple[pb.ConverseResponse, _Piece | None]] = field(default_factory=list)
+    _committed_event: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    # --- output gate: a speculative answer is prepared but not sent until the turn ends ------
+
+    def emit(self, message: pb.ConverseResponse, piece: _Piece | None = None) -> None:
+        if self.committed:
+            self._send(message, piece)
+        else:
+            self._held.append((message, piece))
+
+    def commit(self) -> None:
+        self.committed = True
+        self._committed_event.set()
+        for message, piece in self._held:
+            self._send(message, piece)
+        self._held.clear()
+
+    async def wait_committed(self) -> None:
+        await self._committed_event.wait()
+
+    def _send(self, message: pb.ConverseResponse, piece: _Piece | None) -> None:
+        now = time.monotonic()
+        if message.WhichOneof("response") == "audio":
+            if self.first_audio_sent_at is None:
+                self.first_audio_sent_at = now
+            seconds = self.session.outbound.seconds(len(message.audio.audio))
+            start = max(self.play_cursor, now)
+            if piece is not None and piece.play_start is None:
+                piece.play_start = start
+            self.play_cursor = start + seconds
+        self.session.send(message)
+
+    def playing(self, now: float) -> bool:
+        return not self.finished or now < self.play_cursor
+
+    def spoken_text(self, now: float) -> str:
+        """What the caller has heard by `now`: whole pieces, then the heard share of the words
+        of the piece being played (a client plays audio in real time from its arrival)."""
+        words: list[str] = []
+        for piece in self.pieces:
+            if piece.play_start is None or piece.play_start >= now:
+                break
+            piece_words = piece.text.split()
+            heard = (now - piece.play_start) / piece.seconds if piece.seconds else 1.0
+            if heard >= 1.0:
+                words.extend(piece_words)
+            else:
+                words.extend(piece_words[: int(len(piece_words) * heard)])
+                break
+        return " ".join(words)
+
+    # --- the work ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        session = self.session
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        speaker = asyncio.create_task(self._speak(queue), name=f"tts-turn-{self.turn_id}")
+        try:
+            if self.fixed_text is not None:
+                self.text = self.fixed_text
+                self.emit(_agent_text(self.turn_id, delta=self.fixed_text))
+                queue.put_nowait(self.fixed_text)
+            else:
+                splitter = SentenceSplitter()
+                async for delta in session.llm.stream(self.messages, self.llm_model):
+                    if self.llm_first_token_at is None:
+                        self.llm_first_token_at = time.monotonic()
+                    self.text += delta
+                    self.emit(_agent_text(self.turn_id, delta=delta))
+                    for piece in splitter.push(delta):
+                        queue.put_nowait(piece)
+                for piece in splitter.flush():
+                    queue.put_nowait(piece)
+            queue.put_nowait(None)
+            await speaker
+        finally:
+            if not speaker.done():
+                speaker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await speaker
+        self.finished = True
+        self.text = self.text.strip()
+        self.emit(_agent_text(self.turn_id, final=True, text=self.text))
+        self.emit(
+            pb.ConverseResponse(event=pb.Event(type=pb.AGENT_TURN_DONE, turn_id=self.turn_id))
+        )
+        if self.fixed_text is None:
+            self.emit(pb.ConverseResponse(metrics=self.metrics()))
+
+    async def _speak(self, queue: asyncio.Queue[str | None]) -> None:
+        session = self.session
+        rate = session.outbound.fmt.rate
+        chunk_bytes = rate * AUDIO_CHUNK_MS // 1000 * session.outbound.fmt.bytes_per_sample
+        while (text := await queue.get()) is not None:
+            spoken = speakable(text)
+            if not spoken:
+                continue
+            piece = _Piece(text)
+            self.pieces.append(piece)
+            async for audio in session.tts.synthesize(spoken, self.voice, rate):
+                if self.tts_first_audio_at is None:
+                    self.tts_first_audio_at = time.monotonic()
+                data = session.outbound.encode(audio.pcm, audio.sample_rate)
+                piece.seconds += session.outbound.seconds(len(data))
+                for start in range(0, len(data), chunk_bytes):
+                    message = pb.ConverseResponse(
+                        audio=pb.Audio(
+                            audio=data[start : start + chunk_bytes], turn_id=self.turn_id
+                        )
+                    )
+                    self.emit(message, piece)
+
+    def metrics(self, barge_in_stop_ms: float | None = None) -> pb.TurnMetrics:
+        metrics = pb.TurnMetrics(
+            turn_id=self.turn_id,
+            stt_final_ms=_ms(self.speech_end, self.stt_final_at),
+            llm_first_token_ms=_ms(self.speech_end, self.llm_first_token_at),
+            tts_first_audio_ms=_ms(self.speech_end, self.tts_first_audio_at),
+            voice_to_voice_ms=_ms(self.speech_end, self.first_audio_sent_at),
+            from_text=self.from_text,
+        )
+        if barge_in_stop_ms is not None:
+            metrics.barge_in_stop_ms = barge_in_stop_ms
+        return metrics
+
+
+def _agent_text(
+    turn_id: int, delta: str = "", final: bool = False, text: str = ""
+) -> pb.ConverseResponse:
+    return pb.ConverseResponse(
+        agent_text=pb.AgentText(turn_id=turn_id, delta=delta, final=final, text=text)
+    )
+
+
+class Session:
+    def __init__(self, setup: SessionSetup) -> None:
+        self.setup = setup
+        self.llm = setup.llm
+        self.tts = setup.tts
+        self.llm_model = setup.llm_model
+        self.voice = setup.voice
+        self.inbound = InboundAudio(setup.input_format, setup.stt.sample_rate)
+        self.outbound = OutboundAudio(setup.output_format)
+        self.history: list[ChatMessage] = [ChatMessage("system", setup.system_prompt)]
+        self._out: asyncio.Queue[pb.ConverseResponse | None] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stt_stream: STTStream | None = None
+        self._speculative: AgentResponse | None = None
+        self._current: AgentResponse | None = None  # the committed answer being sent or played
+        self._turn_id = 0
+        self._failure: SessionFailure | None = None
+        self._closed = False
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def send(self, message: pb.ConverseResponse) -> None:
+        if message.WhichOneof("response") == "metrics":
+            observe_turn(message.metrics)
+        self._out.put_nowait(message)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=f"{self.setup.session_id[:8]}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            if isinstance(exc, SessionFailure):
+                self.fail(exc)
+            else:
+                log.exception(
+                    "session %s: task %s failed",
+                    self.setup.session_id,
+                    task.get_name(),
+                    exc_info=exc,
+                )
+                self.fail(
+                    SessionFailure(grpc.StatusCode.INTERNAL, f"{task.get_name()} failed: {exc}")
+                )
+
+    def fail(self, failure: SessionFailure) -> None:
+        if self._failure is None:
+            self._failure = failure
+            self._out.put_nowait(
+                pb.ConverseResponse(
+                    error=pb.Error(code=failure.code.value[0], message=failure.message)
+                )
+            )
+            self._out.put_nowait(None)
+
+    def _end(self) -> None:
+        self._out.put_nowait(None)
+
+    async def run(
+        self, requests: AsyncIterator[pb.ConverseRequest]
+    ) -> AsyncIterator[pb.ConverseResponse]:
+        """Yield the responses of the conversation until it ends; raise SessionFailure if it failed."""
+        try:
+            self._stt_stream = self.setup.stt.open_stream(self.setup.turn_options)
+            yield pb.ConverseResponse(
+                session_started=pb.SessionStarted(
+                    session_id=self.setup.session_id, config=self.setup.config
+                )
+            )
+            self._spawn(self._read(requests), "read")
+            self._spawn(self._follow_turns(self._stt_stream), "turns")
+            if self.setup.greeting:
+                self._start_response(
+                    user_text="",
+                    speech_end=time.monotonic(),
+                    stt_final_at=time.monotonic(),
+                    committed=True,
+                    fixed_text=self.setup.greeting,
+                )
+            else:
+                self._warm()
+            while (message := await self._out.get()) is not None:
+                yield message
+            if self._failure is not None:
+                raise self._failure
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        if self._stt_stream is not None:
+            await self._stt_stream.aclose()
+
+    # --- input ------------------------------------------------------------------------------
+
+    async def _read(self, requests: AsyncIterator[pb.ConverseRequest]) -> None:
+        assert self._stt_stream is not None
+        async for request in requests:
+            kind = request.WhichOneof("request")
+            if kind == "audio":
+                pcm = self.inbound.push(request.audio)
+                if len(pcm):
+                    await self._stt_stream.push(pcm, time.monotonic())
+            elif kind == "text":
+                await self._on_text(request.text)
+            elif kind == "update":
+                self._apply_update(request.update)
+            elif kind == "hangup":
+                self._end()
+                return
+            elif kind == "config":
+                raise SessionFailure(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "config is only accepted as the first message; send `update` to change the "
+                    "model or voice mid-call",
+                )
+            else:
+                raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT, "empty ConverseRequest")
+        # Half-close: let the agent finish what it is saying, then end.
+        for response in (self._speculative, self._current):
+            if response is not None and response.task is not None and response.committed:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await response.task
+        self._end()
+
+    async def _on_text(self, text: str) -> None:
+        text = text.strip()
+        if not text:
+            raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT, "text turn is empty")
+        if len(text) > 4000:
+            raise SessionFailure(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"text turn has {len(text)} characters; the limit is 4000",
+            )
+        now = time.monotonic()
+        await self._barge_in(now)
+        self._cancel_speculative()
+        self._commit_user_turn(text, speech_end=now, stt_final_at=now, from_text=True)
+
+    def _apply_update(self, update: pb.ConfigUpdate) -> None:
+        paths = set(update.update_mask.paths) or {
+            name for name in ("llm_model", "tts_voice", "system_prompt") if getattr(update, name)
+        }
+        unknown = paths - {"llm_model", "tts_voice", "system_prompt"}
+        if unknown:
+            self._error(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"update_mask names unknown fields: {sorted(unknown)}",
+            )
+            return
+        if "llm_model" in paths and update.llm_model not in self.llm.models():
+            self._error(
+                grpc.StatusCode.NOT_FOUND,
+                f"llm_model {update.llm_model!r} is not served by {self.llm.name}; "
+                f"available: {', '.join(self.llm.models())}",
+            )
+            return
+        voices = [v.id for v in self.tts.voices()]
+        if "tts_voice" in paths and update.tts_voice not in voices:
+            self._error(
+                grpc.StatusCode.NOT_FOUND,
+                f"tts_voice {update.tts_voice!r} is not offered by {self.tts.name}; available: {', '.join(voices)}",
+            )
+            return
+        applied = []
+        if "llm_model" in paths:
+            self.llm_model = update.llm_model
+            applied.append(f"llm_model={update.llm_model}")
+        if "tts_voice" in paths:
+            self.voice = update.tts_voice
+            applied.append(f"tts_voice={update.tts_voice}")
+        if "system_prompt" in paths:
+            self.history[0] = ChatMessage("system", update.system_prompt)
+            applied.append("system_prompt")
+        self.send(
+            pb.ConverseResponse(event=pb.Event(type=pb.CONFIG_APPLIED, message=", ".join(applied)))
+        )
+
+    def _error(self, code: grpc.StatusCode, message: str) -> None:
+        """A request the session refuses without ending the call."""
+        self.send(pb.ConverseResponse(error=pb.Error(code=code.value[0], message=message)))
+
+    # --- turns ------------------------------------------------------------------------------
+
+    async def _follow_turns(self, stream: STTStream) -> None:
+        async for event in stream.events():
+            self.send(
+                pb.ConverseResponse(
+                    transcript=pb.Transcript(
+                        text=event.transcript,
+                        is_final=event.kind == TurnEventKind.END_OF_TURN,
+                        event=int(event.kind),  # type: ignore[arg-type]
+                        turn_index=event.turn_index,
+                    )
+                )
+            )
+            await self._on_turn_event(event)
+
+    async def _on_turn_event(self, event: TurnUpdate) -> None:
+        kind = event.kind
+        if kind == TurnEventKind.START_OF_TURN:
+            await self._barge_in(event.at)
+        elif kind == TurnEventKind.EAGER_END_OF_TURN and self.setup.turn_options.eager_enabled:
+            self._cancel_speculative()
+            self._speculative = self._start_response(
+                user_text=event.transcript,
+                speech_end=event.speech_end or event.at,
+                stt_final_at=event.at,
+                committed=False,
+            )
+        elif kind == TurnEventKind.TURN_RESUMED:
+            self._cancel_speculative()
+        elif kind == TurnEventKind.END_OF_TURN:
+            text = event.transcript.strip()
+            speculative, self._speculative = self._speculative, None
+            if not text:  # noise, a cough: nothing to answer
+                if speculative is not None:
+                    speculative.task.cancel()  # type: ignore[union-attr]
+                return
+            if speculative is not None and speculative.user_text == event.transcript:
+                self.history.append(ChatMessage("user", text))
+                self._current = speculative
+                speculative.commit()
+            else:
+                if speculative is not None:
+                    speculative.task.cancel()  # type: ignore[union-attr]
+                self._commit_user_turn(
+                    text, speech_end=event.speech_end or event.at, stt_final_at=event.at
+                )
+
+    def _commit_user_turn(
+        self, text: str, speech_end: float, stt_final_at: float, from_text: bool = False
+    ) -> None:
+        self._current = self._start_response(
+            user_text=text,
+            speech_end=speech_end,
+            stt_final_at=stt_final_at,
+            committed=True,
+            from_text=from_text,
+        )
+        self.history.append(ChatMessage("user", text))
+
+    def _cancel_speculative(self) -> None:
+        if self._speculative is not None and self._speculative.task is not None:
+            self._speculative.task.cancel()
+        self._speculative = None
+
+    def _start_response(
+        self,
+        user_text: str,
+        speech_end: float,
+        stt_final_at: float,
+        committed: bool,
+        from_text: bool = False,
+        fixed_text: str | None = None,
+    ) -> AgentResponse:
+        if fixed_text is None:
+            self._turn_id += 1
+        messages = [self.history[0], *self.history[1:][-HISTORY_MESSAGES:]]
+        if user_text:
+            messages.append(ChatMessage("user", user_text))
+        response = AgentResponse(
+            session=self,
+            turn_id=self._turn_id,
+            user_text=user_text,
+            messages=messages,
+            llm_model=self.llm_model,
+            voice=self.voice,
+            speech_end=speech_end,
+            stt_final_at=stt_final_at,
+            from_text=from_text,
+            fixed_text=fixed_text,
+        )
+        if committed:
+            response.commit()
+            self._current = response
+        response.task = self._spawn(self._respond(response), f"respond-{response.turn_id}")
+        return response
+
+    async def _respond(self, response: AgentResponse) -> None:
+        await response.run()
+        # Only a committed answer enters the history (a speculative one is committed or cancelled
+        # before it can finish sending, since its output is held until then).
+        await response.wait_committed()
+        response.history_entry = ChatMessage("assistant", response.text)
+        self.history.append(response.history_entry)
+        self._warm()
+
+    def _warm(self) -> None:
+        history = [self.history[0], *self.history[1:][-HISTORY_MESSAGES:]]
+        self._spawn(self.llm.warm(history, self.llm_model), "llm-warm")
+
+    async def _barge_in(self, detected_at: float) -> None:
+        """The user spoke: stop the agent if it is talking, keep in history what was heard."""
+        response = self._current
+        now = time.monotonic()
+        if response is None or not response.playing(now):
+            return
+        self._current = None
+        was_running = response.task is not None and not response.task.done()
+        if was_running:
+            response.task.cancel()  # type: ignore[union-attr]
+            with contextlib.suppress(asyncio.CancelledError):
+                await response.task  # type: ignore[misc]
+        stopped = time.monotonic()
+        heard = response.spoken_text(stopped)
+        if response.history_entry is not None:
+            response.history_entry.content = heard
+        elif heard or response.user_text:
+            self.history.append(ChatMessage("assistant", heard))
+        self.send(pb.ConverseResponse(event=pb.Event(type=pb.BARGE_IN, turn_id=response.turn_id)))
+        if was_running:
+            self.send(_agent_text(response.turn_id, final=True, text=heard))
+        if response.fixed_text is None:
+            self.send(pb.ConverseResponse(metrics=response.metrics(_ms(detected_at, stopped))))
+        self._warm()

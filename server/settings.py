@@ -1,0 +1,47 @@
+"""Server settings, read once from the environment (names are public: see DESIGN.md)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a friendly, helpful voice assistant talking with someone on a call. "
+    "Answer in one or two short spoken sentences. Never use lists, markdown, emojis or code."
+)
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    try:
+        return int(raw) if raw else default
+    except ValueError as exc:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int = 50051
+    http_port: int = 8080
+    host: str = "[::]"
+    stt: str = "whisper"
+    llm: str = "llama-cpp"
+    tts: str = "piper"
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    max_sessions: int = 64
+    drain_seconds: int = 20
+    preload: bool = True
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            port=_int("PORT", 50051),
+            http_port=_int("HTTP_PORT", 8080),
+            host=os.environ.get("VOICE_AGENT_HOST", "[::]"),
+            stt=os.environ.get("VOICE_AGENT_STT") or "whisper",
+            llm=os.environ.get("VOICE_AGENT_LLM") or "llama-cpp",
+            tts=os.environ.get("VOICE_AGENT_TTS") or "piper",
+            system_prompt=os.environ.get("VOICE_AGENT_SYSTEM_PROMPT") or DEFAULT_SYSTEM_PROMPT,
+            max_sessions=_int("MAX_SESSIONS", 64),
+            drain_seconds=_int("DRAIN_SECONDS", 20),
+        )
