@@ -179,6 +179,9 @@ class AgentResponse:
                     await speaker
         self.finished = True
         self.text = self.text.strip()
+        # A speculative answer may be complete before its turn ends; its metrics need the
+        # send times, which exist once it is committed.
+        await self.wait_committed()
         self.emit(_agent_text(self.turn_id, final=True, text=self.text))
         self.emit(
             pb.ConverseResponse(event=pb.Event(type=pb.AGENT_TURN_DONE, turn_id=self.turn_id))
@@ -381,7 +384,8 @@ class Session:
                 f"text turn has {len(text)} characters; the limit is 4000",
             )
         now = time.monotonic()
-        await self._barge_in(now)
+        # A typed turn interrupts an answer still being generated, not one only being played.
+        await self._barge_in(now, during_playback=False)
         self._cancel_speculative()
         self._commit_user_turn(text, speech_end=now, stt_final_at=now, from_text=True)
 
@@ -526,10 +530,7 @@ class Session:
         return response
 
     async def _respond(self, response: AgentResponse) -> None:
-        await response.run()
-        # Only a committed answer enters the history (a speculative one is committed or cancelled
-        # before it can finish sending, since its output is held until then).
-        await response.wait_committed()
+        await response.run()  # returns only once committed: a cancelled speculation never does
         response.history_entry = ChatMessage("assistant", response.text)
         self.history.append(response.history_entry)
         self._warm()
@@ -538,11 +539,13 @@ class Session:
         history = [self.history[0], *self.history[1:][-HISTORY_MESSAGES:]]
         self._spawn(self.llm.warm(history, self.llm_model), "llm-warm")
 
-    async def _barge_in(self, detected_at: float) -> None:
+    async def _barge_in(self, detected_at: float, during_playback: bool = True) -> None:
         """The user spoke: stop the agent if it is talking, keep in history what was heard."""
         response = self._current
         now = time.monotonic()
         if response is None or not response.playing(now):
+            return
+        if response.finished and not during_playback:
             return
         self._current = None
         was_running = response.task is not None and not response.task.done()

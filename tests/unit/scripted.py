@@ -1,0 +1,133 @@
+"""Scripted in-process backends behind our base classes, for unit tests of the pipeline.
+
+Speech is simulated by loud tones: an energy VAD marks them as speech, and the transcriber
+names each turn by its length in whole 100 ms steps, so a test controls words and timing with
+plain audio and still runs through the real turn detector, session and servicer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import ClassVar
+
+import numpy as np
+
+from server.backends.llm.base import LLM, ChatMessage
+from server.backends.stt.base import STT, STTStream, TurnOptions
+from server.backends.tts.base import TTS, SynthesizedAudio, VoiceInfo
+from server.turns import VadTurnStream
+from server.vad import VadStream, VoiceActivityDetector
+
+RATE = 16000
+
+
+def tone(seconds: float, rate: int = RATE, freq: float = 440.0, level: int = 8000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (level * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+
+
+def silence(seconds: float, rate: int = RATE) -> np.ndarray:
+    return np.zeros(int(seconds * rate), dtype=np.int16)
+
+
+class EnergyVAD(VoiceActivityDetector):
+    class _Stream(VadStream):
+        def probabilities(self, windows: np.ndarray) -> list[float]:
+            rms = np.sqrt(np.mean(windows.astype(np.float64) ** 2, axis=1))
+            return [1.0 if r > 500 else 0.0 for r in rms]
+
+    def new_stream(self) -> VadStream:
+        return self._Stream()
+
+
+class ScriptedTranscriber:
+    """A turn's transcript is "said N": N is its count of loud 32 ms windows."""
+
+    def __init__(self, delay: float = 0.01) -> None:
+        self.delay = delay
+        self.calls: list[tuple[int, bool]] = []
+
+    async def transcribe(self, pcm: np.ndarray, final: bool, language: str) -> str:
+        await asyncio.sleep(self.delay)
+        n = len(pcm) // 512
+        rms = np.sqrt(np.mean(pcm[: n * 512].reshape(n, 512).astype(np.float64) ** 2, axis=1))
+        voiced = int(np.sum(rms > 500))
+        self.calls.append((len(pcm), final))
+        return f"said {voiced}" if voiced else ""
+
+
+class ScriptedSTT(STT):
+    name: ClassVar[str] = "scripted-stt"
+
+    def __init__(self, delay: float = 0.01) -> None:
+        self.transcriber = ScriptedTranscriber(delay)
+
+    def open_stream(self, options: TurnOptions) -> STTStream:
+        return VadTurnStream(self.transcriber, EnergyVAD(), options)
+
+
+class ScriptedLLM(LLM):
+    """Replies with `reply` (or `reply_for(user text)`), one word every `token_delay` seconds."""
+
+    name: ClassVar[str] = "scripted-llm"
+
+    def __init__(
+        self, reply: str = "Sure. Here is my answer to that.", token_delay: float = 0.005
+    ) -> None:
+        self.reply = reply
+        self.token_delay = token_delay
+        self.calls: list[list[ChatMessage]] = []
+        self.finished = 0
+        self.closed_early = 0
+        self.warmed = 0
+
+    def models(self) -> list[str]:
+        return ["scripted-small", "scripted-large"]
+
+    async def stream(self, messages: list[ChatMessage], model: str) -> AsyncIterator[str]:  # type: ignore[override]
+        self.calls.append([ChatMessage(m.role, m.content) for m in messages])
+        done = False
+        try:
+            for i, word in enumerate(self.reply.split(" ")):
+                await asyncio.sleep(self.token_delay)
+                yield word if i == 0 else " " + word
+            done = True
+            self.finished += 1
+        finally:
+            if not done:
+                self.closed_early += 1
+
+    async def warm(self, messages: list[ChatMessage], model: str) -> None:
+        self.warmed += 1
+
+
+class ScriptedTTS(TTS):
+    """A 200 Hz tone, `seconds_per_word` of it per word, produced at `speed` x real time."""
+
+    name: ClassVar[str] = "scripted-tts"
+
+    def __init__(self, seconds_per_word: float = 0.1, speed: float = 50.0) -> None:
+        self.seconds_per_word = seconds_per_word
+        self.speed = speed
+        self.texts: list[str] = []
+        self.voices_used: list[str] = []
+        self.cancelled = 0
+
+    def voices(self) -> list[VoiceInfo]:
+        return [VoiceInfo("alto", "Alto", "en-US"), VoiceInfo("bass", "Bass", "en-US")]
+
+    async def synthesize(
+        self, text: str, voice: str, sample_rate: int
+    ) -> AsyncIterator[SynthesizedAudio]:  # type: ignore[override]
+        self.texts.append(text)
+        self.voices_used.append(voice)
+        seconds = self.seconds_per_word * len(text.split())
+        done = False
+        try:
+            await asyncio.sleep(seconds / self.speed)
+            yield SynthesizedAudio(tone(seconds, 22050, freq=200, level=3000), 22050)
+            done = True
+        finally:
+            if not done:
+                self.cancelled += 1

@@ -1,0 +1,44 @@
+from server.sentences import SentenceSplitter, speakable
+
+
+def feed(text: str) -> list[str]:
+    splitter = SentenceSplitter()
+    pieces: list[str] = []
+    for i, word in enumerate(text.split(" ")):
+        pieces += splitter.push(word if i == 0 else " " + word)
+    return pieces + splitter.flush()
+
+
+def test_first_clause_is_cut_early_then_whole_sentences() -> None:
+    pieces = feed(
+        "The capital of France is Paris, a city known for art. It has the Eiffel Tower! Anything else?"
+    )
+    assert pieces == [
+        "The capital of France is Paris,",
+        "a city known for art.",
+        "It has the Eiffel Tower!",
+        "Anything else?",
+    ]
+
+
+def test_short_opening_comma_is_not_a_piece() -> None:
+    assert feed("Yes, it is. Good.") == ["Yes, it is.", "Good."]
+
+
+def test_long_first_sentence_is_cut_after_a_few_words() -> None:
+    pieces = feed("one two three four five six seven eight nine ten eleven twelve thirteen.")
+    assert len(pieces) == 2
+    assert pieces[0].split()[0] == "one"
+    assert (
+        " ".join(pieces).split()
+        == "one two three four five six seven eight nine ten eleven twelve thirteen.".split()
+    )
+
+
+def test_nothing_is_lost() -> None:
+    text = "Hmm. Well, let me think: maybe; yes... Sure thing! Bye"
+    assert " ".join(feed(text)).split() == text.split()
+
+
+def test_speakable_drops_markdown() -> None:
+    assert speakable("**Paris** is `nice`\n- really") == "Paris is nice really"
