@@ -102,8 +102,8 @@ class Call:
     def finals(self) -> list[pb.AgentText]:
         return [t for t in self.of("agent_text") if t.final]
 
-    async def wait_for(self, predicate: Callable[[Call], bool], timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait_for(self, predicate: Callable[[Call], bool], within: float = 10.0) -> None:
+        deadline = time.monotonic() + within
         while not predicate(self):
             if self.done.is_set() or time.monotonic() > deadline:
                 raise AssertionError(

@@ -163,7 +163,7 @@ async def test_barge_in_stops_the_agent_and_keeps_only_what_was_heard(
     speaking = asyncio.create_task(call.send_pcm(np.concatenate([tone(0.4), silence(1.0)])))
     await call.wait_for(lambda c: bool(c.events(pb.BARGE_IN)))
     await call.wait_for(lambda c: any(m.HasField("barge_in_stop_ms") for m in c.of("metrics")))
-    metrics = [m for m in call.of("metrics") if m.HasField("barge_in_stop_ms")][0]
+    metrics = next(m for m in call.of("metrics") if m.HasField("barge_in_stop_ms"))
     assert metrics.barge_in_stop_ms < 100
     assert llm.closed_early == 1  # the LLM stream was cancelled mid-reply
     audio_after = len(call.of("audio"))
@@ -220,7 +220,7 @@ async def test_speculative_answer_waits_for_the_end_of_turn(
     assert pb.TURN_RESUMED in events
     first_agent_output = min(i for i, e in enumerate(events) if e in ("agent_text", "audio"))
     assert events.index(pb.END_OF_TURN) < first_agent_output
-    final_transcript = [t for t in call.of("transcript") if t.is_final][0].text
+    final_transcript = next(t for t in call.of("transcript") if t.is_final).text
     assert s.llm.calls[-1][-1].content == final_transcript
     assert len(s.llm.calls) == 2  # the speculative call on the pause, then the real one
     assert len(call.finals()) == 1

@@ -52,7 +52,7 @@ async def test_a_500_ms_hesitation_is_one_turn() -> None:
     assert kinds(events).count(K.START_OF_TURN) == 1
     assert kinds(events).count(K.END_OF_TURN) == 1
     assert K.TURN_RESUMED in kinds(events)  # eager fired in the pause, then speech resumed
-    final = [e for e in events if e.kind == K.END_OF_TURN][0]
+    final = next(e for e in events if e.kind == K.END_OF_TURN)
     assert int(final.transcript.split()[1]) >= 45  # both halves: ~50 voiced windows
 
 
