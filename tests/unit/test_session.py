@@ -12,7 +12,8 @@ from voiceagent.v1 import voice_agent_pb2 as pb
 
 from server import audio
 from server.backends import registry
-from tests.unit.conftest import Call, StartServer
+from tests.conftest import Call
+from tests.unit.conftest import StartServer
 from tests.unit.scripted import ScriptedLLM, ScriptedTTS, silence, tone
 
 LONG_REPLY = " ".join(f"word{i}." if i % 6 == 5 else f"word{i}" for i in range(30))
@@ -175,7 +176,7 @@ async def test_barge_in_stops_the_agent_and_keeps_only_what_was_heard(
     # The next turn's history holds what was heard, not the whole reply.
     llm.token_delay = 0.001
     await call.wait_for(
-        lambda c: any(t.event == pb.END_OF_TURN for t in c.of("transcript")), timeout=5
+        lambda c: any(t.event == pb.END_OF_TURN for t in c.of("transcript")), within=5
     )
     await call.wait_for(lambda c: len(llm.calls) == 2)
     assert [(m.role, m.content) for m in llm.calls[1][1:3]] == [
