@@ -1,0 +1,116 @@
+"""Converse end to end with the real offline stack: Silero + Whisper, llama.cpp, Piper."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import grpc
+import numpy as np
+
+from server.main import VoiceAgentServer
+from tests.conftest import Call
+from tests.integration.conftest import pause, speak
+
+TIMEOUT = 60
+
+
+def target(server: VoiceAgentServer) -> str:
+    return f"127.0.0.1:{server.port}"
+
+
+def rms(audio: bytes) -> float:
+    pcm = np.frombuffer(audio, dtype="<i2").astype(np.float64)
+    return float(np.sqrt(np.mean(pcm**2))) if len(pcm) else 0.0
+
+
+async def test_spoken_question_gets_transcript_reply_and_metrics(offline_server, open_call) -> None:
+    call: Call = await open_call(target(offline_server))
+    await call.send_pcm(
+        np.concatenate([pause(0.3), speak("What is the capital of France?"), pause(1.5)])
+    )
+    await call.wait_for(lambda c: len(c.of("metrics")) == 1, within=TIMEOUT)
+    final = next(t for t in call.of("transcript") if t.is_final)
+    assert "capital" in final.text.lower() and "france" in final.text.lower(), final.text
+    assert any(t.event == 2 and t.text for t in call.of("transcript")), "no interim transcript"
+    reply = b"".join(a.audio for a in call.of("audio"))
+    assert len(reply) / 2 / 16000 > 0.5, "reply shorter than half a second"
+    assert rms(reply) > 300, "reply is silent"
+    assert call.finals()[0].text
+    m = call.of("metrics")[0]
+    assert (
+        0 < m.stt_final_ms
+        and 0 < m.llm_first_token_ms <= m.tts_first_audio_ms <= m.voice_to_voice_ms
+    )
+    assert m.voice_to_voice_ms < 10_000
+
+
+async def test_a_500_ms_hesitation_is_one_turn(offline_server, open_call) -> None:
+    call: Call = await open_call(target(offline_server))
+    audio = np.concatenate(
+        [
+            pause(0.3),
+            speak("I would like to know"),
+            pause(0.5),
+            speak("the weather in Paris today."),
+            pause(1.5),
+        ]
+    )
+    await call.send_pcm(audio)
+    await call.wait_for(lambda c: len(c.of("metrics")) >= 1, within=TIMEOUT)
+    await asyncio.sleep(1.0)
+    finals = [t for t in call.of("transcript") if t.is_final]
+    assert len(finals) == 1, [t.text for t in finals]
+    assert "paris" in finals[0].text.lower() and "know" in finals[0].text.lower(), finals[0].text
+    assert len([t for t in call.of("transcript") if t.event == 1]) == 1  # one START_OF_TURN
+
+
+async def test_two_questions_three_seconds_apart_are_two_turns(offline_server, open_call) -> None:
+    call: Call = await open_call(target(offline_server))
+    audio = np.concatenate(
+        [
+            pause(0.3),
+            speak("What is the capital of France?"),
+            pause(3.0),
+            speak("And what about Germany?"),
+            pause(1.5),
+        ]
+    )
+    await call.send_pcm(audio)
+    await call.wait_for(
+        lambda c: len([t for t in c.of("transcript") if t.is_final]) == 2, within=TIMEOUT
+    )
+    finals = [t for t in call.of("transcript") if t.is_final]
+    assert [t.turn_index for t in finals] == [0, 1]
+    assert "germany" in finals[1].text.lower(), finals[1].text
+    await call.wait_for(
+        lambda c: len([a for a in c.finals() if a.turn_id == 2]) == 1, within=TIMEOUT
+    )
+
+
+async def test_bad_first_message_gets_invalid_argument(offline_server, open_call) -> None:
+    from voiceagent.v1 import voice_agent_pb2 as pb
+
+    call: Call = await open_call(target(offline_server), pb.SessionConfig())
+    await asyncio.wait_for(call.done.wait(), 10)
+    assert call.status == grpc.StatusCode.INVALID_ARGUMENT
+    assert "LINEAR16" in call.details
+
+
+async def test_client_disconnect_mid_turn_leaves_no_running_task(offline_server, open_call) -> None:
+    call: Call = await open_call(target(offline_server))
+    await call.conversation.send_text("Tell me a long story about a dragon and a knight.")
+    await call.wait_for(lambda c: bool(c.of("agent_text")), within=TIMEOUT)
+    prefix = call.of("session_started")[0].session_id[:8]
+    call.conversation._call.cancel()  # type: ignore[union-attr]
+    for _ in range(200):
+        leftover = [t for t in asyncio.all_tasks() if t.get_name().startswith(prefix)]
+        if not leftover and not offline_server.service.sessions:
+            break
+        await asyncio.sleep(0.02)
+    assert not offline_server.service.sessions
+    assert [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith(prefix)] == []
+    # The inference threads are the models' own long-lived workers; no new ones were left.
+    names = [t.name for t in threading.enumerate()]
+    assert len([n for n in names if n.startswith("llama")]) <= 1
+    assert len([n for n in names if n.startswith("piper")]) <= 1
