@@ -44,3 +44,50 @@ async def iterate_in_thread(
         cancelled.set()
         if not future.done():
             future.add_done_callback(lambda f: f.exception())
+
+
+class CpuPriority:
+    """Who gets the two cores when speech synthesis and token generation both want them.
+
+    Audio the caller is waiting for comes first: while any synthesis runs, LLM generation pauses
+    between tokens. The LLM writes ~10x faster than speech plays, so it loses nothing the caller
+    hears, while the first audio of a reply stops competing with it for the cores.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._urgent = 0
+        self._idle = threading.Event()
+        self._idle.set()
+
+    def urgent(self) -> _Urgent:
+        return _Urgent(self)
+
+    def yield_to_urgent(self, at_most: float = 0.5) -> None:
+        """Called by background work between steps; returns at once when nothing is urgent."""
+        self._idle.wait(at_most)
+
+    def _enter(self) -> None:
+        with self._lock:
+            self._urgent += 1
+            self._idle.clear()
+
+    def _exit(self) -> None:
+        with self._lock:
+            self._urgent -= 1
+            if self._urgent == 0:
+                self._idle.set()
+
+
+class _Urgent:
+    def __init__(self, priority: CpuPriority) -> None:
+        self._priority = priority
+
+    def __enter__(self) -> None:
+        self._priority._enter()
+
+    def __exit__(self, *exc: object) -> None:
+        self._priority._exit()
+
+
+CPU = CpuPriority()

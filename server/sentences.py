@@ -12,7 +12,7 @@ import re
 _SENTENCE_END = re.compile(r"([.!?…]+[\"')\]]*)(\s+)")
 _CLAUSE_END = re.compile(r"([,;:—–])(\s+)")
 FIRST_CLAUSE_MIN_WORDS = 3
-FIRST_CLAUSE_MAX_WORDS = 10
+FIRST_CLAUSE_MAX_WORDS = 4
 _MARKDOWN = re.compile(r"[*_`#>|]+|^\s*[-•]\s+", re.MULTILINE)
 
 

@@ -443,6 +443,8 @@ class Session:
                         is_final=event.kind == TurnEventKind.END_OF_TURN,
                         event=int(event.kind),  # type: ignore[arg-type]
                         turn_index=event.turn_index,
+                        audio_window_start_ms=round(event.audio_start * 1000),
+                        audio_window_end_ms=round(event.audio_end * 1000),
                     )
                 )
             )

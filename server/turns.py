@@ -66,6 +66,8 @@ class VadTurnStream(STTStream):
         self._silence_run = 0
         self._windows_since_interim = 0
         self._turn_index = 0
+        self._windows_seen = 0  # windows of the whole stream, to place transcripts in time
+        self._turn_first_window = 0
         self._epoch = 0
         self._last_voiced_at = 0.0
         self._eager_sent = False
@@ -121,6 +123,7 @@ class VadTurnStream(STTStream):
                 await self._on_window(window, prob, received_at)
 
     async def _on_window(self, window: np.ndarray, prob: float, received_at: float) -> None:
+        self._windows_seen += 1
         if prob >= SPEECH_THRESHOLD:
             self._speaking = True
         elif prob < SILENCE_THRESHOLD:
@@ -137,7 +140,7 @@ class VadTurnStream(STTStream):
         if self._speaking:
             self._last_voiced_at = received_at
             if self._silence_run > 0 and self._eager_sent:
-                self._emit(TurnEventKind.TURN_RESUMED)
+                self._emit(TurnEventKind.TURN_RESUMED, span=self._span())
                 self._eager_sent = False
             if self._silence_run > 0:
                 self._epoch += 1  # audio changed: earlier decodes no longer cover it
@@ -161,6 +164,7 @@ class VadTurnStream(STTStream):
             await self._final_task  # the previous END_OF_TURN goes out before this START
         self._in_turn = True
         self._turn_audio = list(self._preroll)
+        self._turn_first_window = self._windows_seen - len(self._turn_audio)
         self._preroll.clear()
         self._silence_run = 0
         self._speech_run = 0
@@ -169,11 +173,11 @@ class VadTurnStream(STTStream):
         self._eager_result = None
         self._epoch += 1
         self._last_voiced_at = received_at
-        self._emit(TurnEventKind.START_OF_TURN)
+        self._emit(TurnEventKind.START_OF_TURN, span=self._span())
 
     async def _end_turn(self) -> None:
         self._in_turn = False
-        audio = self._audio()
+        audio, span = self._audio(), self._span()
         epoch = self._epoch
         turn_index, speech_end = self._turn_index, self._last_voiced_at
         eager_task = self._eager_task
@@ -191,11 +195,16 @@ class VadTurnStream(STTStream):
                 text = result[1]
             else:
                 text = await self._stt.transcribe(audio, True, self._opt.language)
-            self._emit(TurnEventKind.END_OF_TURN, text, speech_end, turn_index)
+            self._emit(TurnEventKind.END_OF_TURN, text, speech_end, turn_index, span)
 
         self._final_task = asyncio.create_task(finish(), name="final-decode")
 
     # --- decodes ----------------------------------------------------------------------------
+
+    def _span(self) -> tuple[float, float]:
+        """Where the current turn's audio lies in the stream, in seconds."""
+        start = self._turn_first_window * WINDOW / 16000
+        return start, start + len(self._turn_audio) * WINDOW / 16000
 
     def _audio(self) -> np.ndarray:
         return np.concatenate(self._turn_audio) if self._turn_audio else np.zeros(0, np.int16)
@@ -204,18 +213,18 @@ class VadTurnStream(STTStream):
         if self._interim_task is not None and not self._interim_task.done():
             return
         self._windows_since_interim = 0
-        audio, turn_index = self._audio(), self._turn_index
+        audio, turn_index, span = self._audio(), self._turn_index, self._span()
 
         async def interim() -> None:
             text = await self._stt.transcribe(audio, False, self._opt.language)
             if text and self._in_turn and not self._eager_sent and turn_index == self._turn_index:
-                self._emit(TurnEventKind.UPDATE, text)
+                self._emit(TurnEventKind.UPDATE, text, span=span)
 
         self._interim_task = asyncio.create_task(interim(), name="interim-decode")
 
     def _schedule_eager(self) -> None:
         audio, epoch, speech_end = self._audio(), self._epoch, self._last_voiced_at
-        turn_index = self._turn_index
+        turn_index, span = self._turn_index, self._span()
 
         async def eager() -> None:
             text = await self._stt.transcribe(audio, True, self._opt.language)
@@ -224,7 +233,7 @@ class VadTurnStream(STTStream):
             self._eager_result = (epoch, text)
             if text:
                 self._eager_sent = True
-                self._emit(TurnEventKind.EAGER_END_OF_TURN, text, speech_end, turn_index)
+                self._emit(TurnEventKind.EAGER_END_OF_TURN, text, speech_end, turn_index, span)
 
         self._eager_task = asyncio.create_task(eager(), name="eager-decode")
 
@@ -234,6 +243,7 @@ class VadTurnStream(STTStream):
         transcript: str = "",
         speech_end: float | None = None,
         turn_index: int | None = None,
+        span: tuple[float, float] = (0.0, 0.0),
     ) -> None:
         self._events.put_nowait(
             TurnUpdate(
@@ -242,5 +252,7 @@ class VadTurnStream(STTStream):
                 transcript=transcript,
                 speech_end=speech_end,
                 at=time.monotonic(),
+                audio_start=span[0],
+                audio_end=span[1],
             )
         )

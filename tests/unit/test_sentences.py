@@ -9,16 +9,14 @@ def feed(text: str) -> list[str]:
     return pieces + splitter.flush()
 
 
-def test_first_clause_is_cut_early_then_whole_sentences() -> None:
-    pieces = feed(
-        "The capital of France is Paris, a city known for art. It has the Eiffel Tower! Anything else?"
-    )
-    assert pieces == [
-        "The capital of France is Paris,",
-        "a city known for art.",
-        "It has the Eiffel Tower!",
-        "Anything else?",
-    ]
+def test_first_piece_is_cut_early_then_whole_sentences() -> None:
+    pieces = feed("The capital is Paris, a city known for art. It has the Eiffel Tower! Anything else?")
+    assert pieces == ["The capital is Paris,", "a city known for art.", "It has the Eiffel Tower!", "Anything else?"]
+
+
+def test_first_piece_without_a_comma_is_cut_after_four_words() -> None:
+    pieces = feed("The capital of France is Paris. It is lovely.")
+    assert pieces == ["The capital of France", "is Paris.", "It is lovely."]
 
 
 def test_short_opening_comma_is_not_a_piece() -> None:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from server import assets
 from server.backends.llm.base import LLM, ChatMessage
-from server.inference import iterate_in_thread
+from server.inference import CPU, iterate_in_thread
 
 MODEL_ID = "qwen2.5-0.5b-instruct"
 _MARK = "\x00USER-TURN\x00"
@@ -82,6 +82,7 @@ class LlamaCppLLM(LLM):
                 repeat_penalty=1.1,
             ):
                 yield chunk["choices"][0]["text"]
+                CPU.yield_to_urgent()
 
         async for text in iterate_in_thread(self._executor, generate):
             if text:

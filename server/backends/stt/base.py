@@ -31,6 +31,9 @@ class TurnUpdate:
     speech_end: float | None = None
     # Monotonic time at which this event was produced.
     at: float = 0.0
+    # The input audio the transcript covers, in seconds from the stream's first sample.
+    audio_start: float = 0.0
+    audio_end: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,7 +17,7 @@ import numpy as np
 
 from server import assets
 from server.backends.tts.base import TTS, SynthesizedAudio, VoiceInfo
-from server.inference import iterate_in_thread
+from server.inference import CPU, iterate_in_thread
 
 VOICE_ID = "en_US-joe-medium"
 
@@ -25,7 +25,7 @@ VOICE_ID = "en_US-joe-medium"
 class PiperTTS(TTS):
     name: ClassVar[str] = "piper"
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int = 2) -> None:
         self._threads = threads
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="piper")
         self._voice: Any = None
@@ -47,7 +47,7 @@ class PiperTTS(TTS):
         model: Path = assets.piper_voice_path()
         config = json.loads(Path(f"{model}.json").read_text(encoding="utf-8"))
         options = onnxruntime.SessionOptions()
-        # The LLM and Whisper also want both cores; one thread keeps synthesis from starving them.
+        # Token generation pauses while we synthesize (server.inference.CPU): take both cores.
         options.intra_op_num_threads = self._threads
         options.inter_op_num_threads = 1
         self._voice = PiperVoice(
@@ -69,8 +69,13 @@ class PiperTTS(TTS):
         if voice and voice != VOICE_ID:
             raise ValueError(f"unknown piper voice {voice!r}; available: {VOICE_ID}")
 
-        def render() -> Iterable[np.ndarray]:
-            for chunk in self._voice.synthesize(text):
+        def render() -> Iterator[np.ndarray]:
+            chunks = iter(self._voice.synthesize(text))
+            while True:
+                with CPU.urgent():
+                    chunk = next(chunks, None)
+                if chunk is None:
+                    return
                 yield chunk.audio_int16_array
 
         async for pcm in iterate_in_thread(self._executor, render):

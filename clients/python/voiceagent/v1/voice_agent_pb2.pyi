@@ -130,16 +130,20 @@ class SessionStarted(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., config: _Optional[_Union[SessionConfig, _Mapping]] = ...) -> None: ...
 
 class Transcript(_message.Message):
-    __slots__ = ("text", "is_final", "event", "turn_index")
+    __slots__ = ("text", "is_final", "event", "turn_index", "audio_window_start_ms", "audio_window_end_ms")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     IS_FINAL_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     TURN_INDEX_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_WINDOW_START_MS_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_WINDOW_END_MS_FIELD_NUMBER: _ClassVar[int]
     text: str
     is_final: bool
     event: TurnEvent
     turn_index: int
-    def __init__(self, text: _Optional[str] = ..., is_final: _Optional[bool] = ..., event: _Optional[_Union[TurnEvent, str]] = ..., turn_index: _Optional[int] = ...) -> None: ...
+    audio_window_start_ms: int
+    audio_window_end_ms: int
+    def __init__(self, text: _Optional[str] = ..., is_final: _Optional[bool] = ..., event: _Optional[_Union[TurnEvent, str]] = ..., turn_index: _Optional[int] = ..., audio_window_start_ms: _Optional[int] = ..., audio_window_end_ms: _Optional[int] = ...) -> None: ...
 
 class AgentText(_message.Message):
     __slots__ = ("turn_id", "delta", "final", "text")
