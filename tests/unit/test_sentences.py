@@ -10,8 +10,15 @@ def feed(text: str) -> list[str]:
 
 
 def test_first_piece_is_cut_early_then_whole_sentences() -> None:
-    pieces = feed("The capital is Paris, a city known for art. It has the Eiffel Tower! Anything else?")
-    assert pieces == ["The capital is Paris,", "a city known for art.", "It has the Eiffel Tower!", "Anything else?"]
+    pieces = feed(
+        "The capital is Paris, a city known for art. It has the Eiffel Tower! Anything else?"
+    )
+    assert pieces == [
+        "The capital is Paris,",
+        "a city known for art.",
+        "It has the Eiffel Tower!",
+        "Anything else?",
+    ]
 
 
 def test_first_piece_without_a_comma_is_cut_after_four_words() -> None:

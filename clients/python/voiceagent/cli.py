@@ -233,6 +233,17 @@ async def talk(args: argparse.Namespace) -> int:
     return 1 if state.error else 0
 
 
+async def health(target: str) -> int:
+    async with VoiceAgentClient(target) as client:
+        try:
+            await client.wait_ready(within=3)
+        except (TimeoutError, grpc.aio.AioRpcError) as err:
+            print(f"{target}: not serving ({err})", file=sys.stderr)
+            return 1
+    print(f"{target}: SERVING")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="voice-agent", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -242,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--http-port", type=int, help="metrics port (default $HTTP_PORT or 8080)")
 
     sub.add_parser("models", help="assemble the offline models into $VOICE_AGENT_CACHE")
+
+    h = sub.add_parser("health", help="exit 0 when the server reports SERVING (container checks)")
+    h.add_argument("--server", help="default 127.0.0.1:$PORT")
 
     t = sub.add_parser("talk", help="talk to a server from a wav file")
     t.add_argument("--server", default="127.0.0.1:50051")
@@ -284,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(prepare_offline_assets(progress=True))
         return 0
+    if args.command == "health":
+        return asyncio.run(health(args.server or f"127.0.0.1:{os.environ.get('PORT', '50051')}"))
     return asyncio.run(talk(args))
 
 

@@ -1,0 +1,47 @@
+# syntax=docker/dockerfile:1
+# The voice agent server with the offline stack. Models are assembled at build time, so a
+# container starts serving without touching the network.
+#   docker build -t voice-agent .
+#   docker run -p 50051:50051 voice-agent
+
+ARG PYTHON=python:3.11-slim-bookworm
+
+FROM ${PYTHON} AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends build-essential cmake \
+ && rm -rf /var/lib/apt/lists/*
+ENV VOICE_AGENT_CACHE=/opt/voice-agent/cache \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+WORKDIR /src
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install --upgrade pip
+# llama-cpp-python builds from source: its own layer, reused until its version changes.
+RUN CMAKE_BUILD_PARALLEL_LEVEL=4 /opt/venv/bin/pip wheel --no-deps llama-cpp-python==0.3.36 -w /wheels
+COPY pyproject.toml README.md ./
+COPY protos protos
+COPY server server
+COPY clients/python clients/python
+RUN /opt/venv/bin/pip install --find-links /wheels . \
+ && /opt/venv/bin/pip install --no-deps silero-vad==6.2.3 \
+ && /opt/venv/bin/voice-agent models
+
+FROM ${PYTHON}
+# libgomp: OpenMP runtime used by llama.cpp and CTranslate2.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgomp1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --create-home --uid 10001 agent
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/voice-agent /opt/voice-agent
+ENV PATH=/opt/venv/bin:$PATH \
+    VOICE_AGENT_CACHE=/opt/voice-agent/cache \
+    HF_HUB_OFFLINE=1 \
+    PYTHONUNBUFFERED=1 \
+    PORT=50051 \
+    HTTP_PORT=8080 \
+    DRAIN_SECONDS=20
+USER agent
+EXPOSE 50051 8080
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 CMD ["voice-agent", "health"]
+STOPSIGNAL SIGTERM
+CMD ["voice-agent", "serve"]
