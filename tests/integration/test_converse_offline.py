@@ -7,6 +7,7 @@ import threading
 
 import grpc
 import numpy as np
+from voiceagent.v1 import voice_agent_pb2 as pb
 
 from server.main import VoiceAgentServer
 from tests.conftest import Call
@@ -114,3 +115,24 @@ async def test_client_disconnect_mid_turn_leaves_no_running_task(offline_server,
     names = [t.name for t in threading.enumerate()]
     assert len([n for n in names if n.startswith("llama")]) <= 1
     assert len([n for n in names if n.startswith("piper")]) <= 1
+
+
+async def test_barge_in_over_the_real_agent(offline_server, open_call) -> None:
+    call: Call = await open_call(target(offline_server))
+    await call.conversation.send_text(
+        "Tell me a long story about a dragon and a knight, with many details."
+    )
+    await call.wait_for(lambda c: len(c.of("audio")) >= 5, within=TIMEOUT)
+    await call.send_pcm(np.concatenate([speak("Wait, stop please."), pause(1.5)]))
+    await call.wait_for(lambda c: bool(c.events(pb.BARGE_IN)), within=TIMEOUT)
+    await call.wait_for(
+        lambda c: any(m.HasField("barge_in_stop_ms") for m in c.of("metrics")), within=10
+    )
+    stop = next(m for m in call.of("metrics") if m.HasField("barge_in_stop_ms"))
+    assert stop.barge_in_stop_ms < 100
+    heard = next(t for t in call.finals() if t.turn_id == 1).text
+    await call.wait_for(lambda c: any(t.is_final for t in c.of("transcript")), within=TIMEOUT)
+    assert "stop" in next(t for t in call.of("transcript") if t.is_final).text.lower()
+    # What the caller heard is in the session's history for the next turn.
+    session = next(iter(offline_server.service.sessions))
+    assert next(m.content for m in session.history if m.role == "assistant") == heard

@@ -5,7 +5,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
+
+from server.backends.base import Backend
 
 Role = Literal["system", "user", "assistant"]
 
@@ -16,20 +18,8 @@ class ChatMessage:
     content: str
 
 
-class LLM(ABC):
+class LLM(Backend, ABC):
     """A chat model backend, loaded once and shared by every session."""
-
-    name: ClassVar[str]
-
-    @classmethod
-    def unavailable_reason(cls) -> str | None:
-        return None
-
-    async def load(self) -> None:  # noqa: B027 - optional hook
-        """Load weights or open clients; called once before the first request."""
-
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
-        """Release what `load` took."""
 
     @abstractmethod
     def models(self) -> list[str]:
@@ -39,5 +29,5 @@ class LLM(ABC):
     def stream(self, messages: list[ChatMessage], model: str) -> AsyncIterator[str]:
         """Text deltas of the reply. Closing the iterator early must stop generation promptly."""
 
-    async def warm(self, messages: list[ChatMessage], model: str) -> None:  # noqa: B027
+    async def warm(self, messages: list[ChatMessage], model: str) -> None:
         """Prepare for a reply to `messages` + a user turn not yet known (prefix caching)."""

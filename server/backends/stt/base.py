@@ -10,6 +10,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from server.backends.base import Backend
+
 
 class TurnEventKind(enum.IntEnum):
     """Deepgram Flux's turn vocabulary; values match voiceagent.v1.TurnEvent."""
@@ -60,22 +62,10 @@ class STTStream(ABC):
         """Stop and release everything the stream started."""
 
 
-class STT(ABC):
+class STT(Backend, ABC):
     """A speech-to-text engine, loaded once and shared by every session."""
 
-    name: ClassVar[str]
-    sample_rate: ClassVar[int] = 16000
-
-    @classmethod
-    def unavailable_reason(cls) -> str | None:
-        """Why this backend cannot be used here (a missing key, say), or None."""
-        return None
-
-    async def load(self) -> None:  # noqa: B027 - optional hook
-        """Load weights or open clients; called once before the first stream."""
-
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
-        """Release what `load` took."""
+    sample_rate: ClassVar[int] = 16000  # what `STTStream.push` takes
 
     @abstractmethod
     def open_stream(self, options: TurnOptions) -> STTStream: ...

@@ -5,9 +5,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
+
+from server.backends.base import Backend
 
 
 @dataclass(frozen=True)
@@ -24,20 +25,8 @@ class SynthesizedAudio:
     sample_rate: int
 
 
-class TTS(ABC):
+class TTS(Backend, ABC):
     """A speech synthesis backend, loaded once and shared by every session."""
-
-    name: ClassVar[str]
-
-    @classmethod
-    def unavailable_reason(cls) -> str | None:
-        return None
-
-    async def load(self) -> None:  # noqa: B027 - optional hook
-        """Load weights or open clients; called once before the first request."""
-
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
-        """Release what `load` took."""
 
     @abstractmethod
     def voices(self) -> list[VoiceInfo]:

@@ -1,0 +1,22 @@
+"""What every backend has, whatever its kind: a name, availability, and a load/close lifecycle."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class Backend:
+    """Loaded once per server and shared by every session."""
+
+    name: ClassVar[str]
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why this backend cannot be used here (a missing API key, say), or None."""
+        return None
+
+    async def load(self) -> None:
+        """Load weights or open clients; called once before first use."""
+
+    async def aclose(self) -> None:
+        """Release what `load` took."""
