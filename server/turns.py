@@ -3,7 +3,8 @@
 State per stream:
   idle --(speech for min_speech_ms)--> START_OF_TURN
   in turn: UPDATE with an interim transcript every ~interim_ms of new audio
-           after eager_silence_ms of silence: final decode -> EAGER_END_OF_TURN
+           after 96 ms of silence a final (beam 5) decode starts; once eager_silence_ms of
+           silence have passed and it is done -> EAGER_END_OF_TURN
            speech again after an eager event: TURN_RESUMED
            after end_of_turn_silence_ms of silence: END_OF_TURN (the eager transcript when it
            still covers all the audio, otherwise a fresh final decode)
@@ -27,6 +28,9 @@ from server.vad import WINDOW, VoiceActivityDetector
 
 SPEECH_THRESHOLD = 0.5
 SILENCE_THRESHOLD = 0.35  # hysteresis: between the two, the previous state holds
+# The eager decode starts after this much silence (96 ms) and its event is held until the eager
+# silence has passed: the decode overlaps the wait instead of following it.
+EAGER_PREPARE_WINDOWS = 3
 MIN_SPEECH_WINDOWS = 3  # 96 ms of speech before a turn (or a barge-in) starts
 PREROLL_WINDOWS = 10  # 320 ms of audio kept before the start so the first word is whole
 INTERIM_WINDOWS = 12  # an interim transcript every ~384 ms of speech
@@ -72,6 +76,8 @@ class VadTurnStream(STTStream):
         self._last_voiced_at = 0.0
         self._eager_sent = False
         self._eager_result: tuple[int, str] | None = None  # (epoch, transcript)
+        self._eager_event: tuple[str, float, int, tuple[float, float]] = ("", 0.0, 0, (0.0, 0.0))
+        self._eager_due = False  # the eager silence has passed; emit when the decode is in
         self._eager_task: asyncio.Task[None] | None = None
         self._interim_task: asyncio.Task[None] | None = None
         self._final_task: asyncio.Task[None] | None = None
@@ -145,6 +151,7 @@ class VadTurnStream(STTStream):
             if self._silence_run > 0:
                 self._epoch += 1  # audio changed: earlier decodes no longer cover it
                 self._eager_result = None
+                self._eager_due = False
             self._silence_run = 0
             self._windows_since_interim += 1
             if self._windows_since_interim >= INTERIM_WINDOWS:
@@ -154,8 +161,12 @@ class VadTurnStream(STTStream):
             return
 
         self._silence_run += 1
-        if self._silence_run == self._eager_windows and self._opt.eager_enabled:
-            self._schedule_eager()
+        if self._opt.eager_enabled:
+            if self._silence_run == min(EAGER_PREPARE_WINDOWS, self._eager_windows):
+                self._schedule_eager()
+            if self._silence_run == self._eager_windows:
+                self._eager_due = True
+                self._maybe_emit_eager()
         if self._silence_run >= self._eot_windows:
             await self._end_turn()
 
@@ -171,6 +182,7 @@ class VadTurnStream(STTStream):
         self._windows_since_interim = 0
         self._eager_sent = False
         self._eager_result = None
+        self._eager_due = False
         self._epoch += 1
         self._last_voiced_at = received_at
         self._emit(TurnEventKind.START_OF_TURN, span=self._span())
@@ -231,11 +243,20 @@ class VadTurnStream(STTStream):
             if epoch != self._epoch:
                 return  # the user went on speaking while we decoded
             self._eager_result = (epoch, text)
-            if text:
-                self._eager_sent = True
-                self._emit(TurnEventKind.EAGER_END_OF_TURN, text, speech_end, turn_index, span)
+            self._eager_event = (text, speech_end, turn_index, span)
+            self._maybe_emit_eager()
 
         self._eager_task = asyncio.create_task(eager(), name="eager-decode")
+
+    def _maybe_emit_eager(self) -> None:
+        """EAGER_END_OF_TURN once both the decode and the eager silence are there."""
+        result = self._eager_result
+        if not self._eager_due or self._eager_sent or result is None or result[0] != self._epoch:
+            return
+        text, speech_end, turn_index, span = self._eager_event
+        if text:
+            self._eager_sent = True
+            self._emit(TurnEventKind.EAGER_END_OF_TURN, text, speech_end, turn_index, span)
 
     def _emit(
         self,
