@@ -10,8 +10,10 @@ export VOICE_AGENT_CACHE ?= $(HOME)/.cache/voice-agent
 WHEELS := $(VOICE_AGENT_CACHE)/wheels
 LLAMA_CPP_VERSION := 0.3.36
 SILERO_VAD_VERSION := 6.2.3
-# Debian tools the tests use: espeak-ng speaks the test questions, sox shapes them.
-APT_PACKAGES := espeak-ng sox
+# Debian tools the tests use: a throwaway PostgreSQL checks the campaign store, npm installs
+# `buf curl` (the reflection test).
+# what-proves-it-is-there:package, a command on PATH or a file glob; present ones are not reinstalled.
+SYSTEM_DEPS := npm:npm /usr/lib/postgresql/*/bin/initdb:postgresql
 
 .PHONY: help setup run test lint protos bench system-deps clean
 
@@ -46,7 +48,10 @@ run: setup
 	$(BIN)/voice-agent serve
 
 system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for dep in $(SYSTEM_DEPS); do \
+		what="$${dep%%:*}"; \
+		{ command -v "$$what" || compgen -G "$$what"; } >/dev/null 2>&1 || missing="$$missing $${dep##*:}"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
@@ -58,7 +63,12 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: setup system-deps lint
+BUF_DIR := tests/integration/buf
+$(BUF_DIR)/node_modules/.installed: $(BUF_DIR)/package-lock.json
+	npm ci --prefix $(BUF_DIR) --no-audit --no-fund
+	@touch $@
+
+test: setup system-deps lint $(BUF_DIR)/node_modules/.installed
 	$(BIN)/pytest -ra tests
 
 protos: $(VENV)/.installed

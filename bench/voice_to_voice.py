@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/voice_to_voice.py --questions 20 --write
 
-Each question (spoken by espeak-ng) is streamed in 20 ms frames at real time into its own Converse
+Each question (spoken by the packaged Piper voice) is streamed in 20 ms frames at real time into its own Converse
 session, followed by silence as an open microphone would send. The server's TurnMetrics give the
 per-turn figures; the client measures interim-transcript lag as the time from sending the last
 audio an interim transcript covers (Transcript.audio_window_end_ms) to receiving it.
@@ -17,7 +17,6 @@ import os
 import platform
 import re
 import statistics
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -202,7 +201,6 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--write", action="store_true", help="record the results in BENCHMARKS.md")
     args = parser.parse_args()
-    subprocess.run(["espeak-ng", "--version"], check=True, capture_output=True)
     results = asyncio.run(run(args.questions, args.warmup))
     command = ".venv/bin/python bench/voice_to_voice.py " + " ".join(sys.argv[1:])
     text = report(results, command.strip(), args.questions)

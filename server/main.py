@@ -13,9 +13,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 from voiceagent.v1 import campaigns_pb2, voice_agent_pb2
+from voiceagent.v1 import campaigns_pb2_grpc as cpb_grpc
 from voiceagent.v1 import voice_agent_pb2_grpc as pb_grpc
 
+from server.backends.llm.base import LLM
 from server.backends.registry import Backends
+from server.backends.tts.base import TTS
+from server.campaign_store import open_campaign_store
+from server.campaigns import CampaignsService
+from server.options import Defaults, ServerDefaults
 from server.service import VoiceAgentService
 from server.settings import Settings
 
@@ -34,6 +40,19 @@ _OPTIONS = [
 SERVICE_NAME = voice_agent_pb2.DESCRIPTOR.services_by_name["VoiceAgent"].full_name
 
 
+def initial_defaults(settings: Settings, backends: Backends) -> Defaults:
+    """The defaults before any UpdateConfig: each default backend's first model and voice."""
+    llm = backends.instance("llm", settings.llm)
+    tts = backends.instance("tts", settings.tts)
+    assert isinstance(llm, LLM) and isinstance(tts, TTS)
+    return Defaults(
+        stt=settings.stt,
+        llm_model=llm.models()[0],
+        tts_voice=tts.voices()[0].id,
+        system_prompt=settings.system_prompt,
+    )
+
+
 class VoiceAgentServer:
     """A running server: gRPC port bound at once, health NOT_SERVING until backends are loaded."""
 
@@ -42,7 +61,14 @@ class VoiceAgentServer:
         self.backends = backends or Backends()
         self.ready = asyncio.Event()
         self.server = grpc.aio.server(options=_OPTIONS)
-        self.service = VoiceAgentService(settings, self.backends, self.ready)
+        self.defaults = ServerDefaults(initial_defaults(settings, self.backends))
+        self.campaigns = open_campaign_store(settings.database_url)
+        self.service = VoiceAgentService(
+            settings, self.backends, self.ready, self.defaults, self.campaigns
+        )
+        cpb_grpc.add_CampaignsServicer_to_server(  # type: ignore[no-untyped-call]
+            CampaignsService(self.campaigns, self.backends), self.server
+        )
         self.health = health.aio.HealthServicer()
         pb_grpc.add_VoiceAgentServicer_to_server(self.service, self.server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -95,8 +121,12 @@ class VoiceAgentServer:
             self._loader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._loader
+        await (
+            self.defaults.close()
+        )  # ends WatchConfig streams, which would otherwise hold the drain
         await self.server.stop(grace)
         await self.backends.aclose()
+        self.campaigns.close()
 
 
 async def serve(settings: Settings) -> None:

@@ -10,22 +10,53 @@ import grpc
 from voiceagent.v1 import voice_agent_pb2 as pb
 from voiceagent.v1 import voice_agent_pb2_grpc as pb_grpc
 
-from server.audio import AudioFormatError, validate_format
+from server.audio import AudioFormatError, Format, OutboundAudio, validate_format
 from server.backends.registry import BackendError, Backends
 from server.backends.stt.base import TurnOptions
+from server.campaign_store import CampaignNotFound, CampaignRecord, CampaignStore
 from server.metrics import SESSIONS_ACTIVE, SESSIONS_TOTAL
+from server.options import (
+    OptionError,
+    ServerDefaults,
+    list_models,
+    list_voices,
+    llm_backend_for,
+    tts_backend_for,
+)
+from server.sentences import SentenceSplitter, speakable
 from server.session import Session, SessionFailure, SessionSetup
 from server.settings import Settings
 
 EAGER_RANGE_MS = (64, 2000)
 END_OF_TURN_RANGE_MS = (200, 5000)
+PREVIEW_TEXT_LIMIT = 1000
+STREAM_PREVIEW_TEXT_LIMIT = 10000
+DEFAULT_PREVIEW_TEXT = "Hello! This is how I sound. How can I help you today?"
+
+
+def _option_code(err: OptionError) -> grpc.StatusCode:
+    return {
+        "not_found": grpc.StatusCode.NOT_FOUND,
+        "unavailable": grpc.StatusCode.FAILED_PRECONDITION,
+        "invalid": grpc.StatusCode.INVALID_ARGUMENT,
+    }[err.kind]
 
 
 class VoiceAgentService(pb_grpc.VoiceAgentServicer):
-    def __init__(self, settings: Settings, backends: Backends, ready: asyncio.Event) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        backends: Backends,
+        ready: asyncio.Event,
+        defaults: ServerDefaults,
+        campaigns: CampaignStore,
+    ) -> None:
         self._settings = settings
         self._backends = backends
         self._ready = ready
+        self._defaults = defaults
+        self._campaigns = campaigns
+        self._preloads: set[asyncio.Future[object]] = set()
         self._active = 0
         self.sessions: set[Session] = set()
 
@@ -79,7 +110,10 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
             SESSIONS_ACTIVE.dec()
 
     async def _resolve(self, config: pb.SessionConfig) -> SessionSetup:
-        """Defaults, backends and formats for a new session; _Invalid says what is wrong."""
+        """Defaults, campaign, backends and formats for a new session; _Invalid says what is wrong.
+
+        Precedence, field by field: the SessionConfig, then its campaign, then the server defaults.
+        """
         try:
             input_format = validate_format(config.input_format, "config.input_format")
             output_format = (
@@ -89,12 +123,27 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
             )
         except AudioFormatError as err:
             raise _Invalid(grpc.StatusCode.INVALID_ARGUMENT, str(err)) from err
-        if config.campaign_id:
-            raise _Invalid(grpc.StatusCode.NOT_FOUND, f"campaign {config.campaign_id!r} not found")
+        defaults = self._defaults.value
+        campaign = await self._campaign(config.campaign_id) if config.campaign_id else None
+
+        def pick(field: str, fallback: str = "") -> str:
+            value: str = getattr(config, field)
+            campaign_field = "persona" if field == "system_prompt" else field
+            return value or (getattr(campaign, campaign_field) if campaign else "") or fallback
+
+        llm_model, voice = pick("llm_model"), pick("tts_voice")
         try:
-            stt = await self._backends.get_stt(config.stt or self._settings.stt)
-            llm = await self._backends.get_llm(config.llm or self._settings.llm)
-            tts = await self._backends.get_tts(config.tts or self._settings.tts)
+            llm_name = config.llm or llm_backend_for(
+                self._backends, llm_model or defaults.llm_model, "config.llm_model"
+            )
+            tts_name = config.tts or tts_backend_for(
+                self._backends, voice or defaults.tts_voice, "config.tts_voice"
+            )
+            stt = await self._backends.get_stt(config.stt or defaults.stt)
+            llm = await self._backends.get_llm(llm_name)
+            tts = await self._backends.get_tts(tts_name)
+        except OptionError as err:
+            raise _Invalid(_option_code(err), str(err)) from err
         except BackendError as err:
             code = (
                 grpc.StatusCode.NOT_FOUND if err.not_found else grpc.StatusCode.FAILED_PRECONDITION
@@ -104,27 +153,28 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
             raise _Invalid(grpc.StatusCode.UNAVAILABLE, f"backend failed to load: {err}") from err
 
         models = llm.models()
-        llm_model = config.llm_model or models[0]
+        llm_model = llm_model or (defaults.llm_model if defaults.llm_model in models else models[0])
         if llm_model not in models:
             raise _Invalid(
                 grpc.StatusCode.NOT_FOUND,
                 f"llm_model {llm_model!r} is not served by {llm.name}; available: {', '.join(models)}",
             )
         voices = [v.id for v in tts.voices()]
-        voice = config.tts_voice or voices[0]
+        voice = voice or (defaults.tts_voice if defaults.tts_voice in voices else voices[0])
         if voice not in voices:
             raise _Invalid(
                 grpc.StatusCode.NOT_FOUND,
                 f"tts_voice {voice!r} is not offered by {tts.name}; available: {', '.join(voices)}",
             )
-        turn_options = _turn_options(config.turn_detection, config.language or "en")
+        turn_options = _turn_options(config.turn_detection, pick("language", "en"))
 
         effective = pb.SessionConfig()
         effective.CopyFrom(config)
         effective.output_format.CopyFrom(output_format.to_proto())
         effective.stt, effective.llm, effective.tts = stt.name, llm.name, tts.name
         effective.llm_model, effective.tts_voice = llm_model, voice
-        effective.system_prompt = config.system_prompt or self._settings.system_prompt
+        effective.system_prompt = pick("system_prompt", defaults.system_prompt)
+        effective.greeting = pick("greeting")
         effective.language = turn_options.language
         effective.turn_detection.eager_end_of_turn_silence_ms = turn_options.eager_silence_ms
         effective.turn_detection.end_of_turn_silence_ms = turn_options.end_of_turn_silence_ms
@@ -133,15 +183,136 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
             config=effective,
             input_format=input_format,
             output_format=output_format,
+            backends=self._backends,
             stt=stt,
             llm=llm,
             tts=tts,
             llm_model=llm_model,
             voice=voice,
             system_prompt=effective.system_prompt,
-            greeting=config.greeting,
+            greeting=effective.greeting,
             turn_options=turn_options,
         )
+
+    async def _campaign(self, campaign_id: str) -> CampaignRecord:
+        try:
+            return await asyncio.to_thread(self._campaigns.get, campaign_id)
+        except CampaignNotFound as err:
+            raise _Invalid(
+                grpc.StatusCode.NOT_FOUND, f"campaign {campaign_id!r} not found"
+            ) from err
+        except Exception as err:  # the database is down or unreachable
+            raise _Invalid(
+                grpc.StatusCode.UNAVAILABLE,
+                f"campaign store unavailable: {type(err).__name__}: {err}",
+            ) from err
+
+    # --- AI options -------------------------------------------------------------------------
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(models=list_models(self._backends))
+
+    async def ListVoices(
+        self, request: pb.ListVoicesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListVoicesResponse:
+        try:
+            return pb.ListVoicesResponse(voices=list_voices(self._backends, request.backend))
+        except OptionError as err:
+            await context.abort(_option_code(err), str(err))
+            raise
+
+    async def GetConfig(
+        self, request: pb.GetConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Config:
+        return self._defaults.value.to_proto()
+
+    async def UpdateConfig(
+        self, request: pb.UpdateConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Config:
+        try:
+            value = await self._defaults.update(
+                request.config, list(request.update_mask.paths), self._backends
+            )
+        except OptionError as err:
+            await context.abort(_option_code(err), str(err))
+            raise
+        # A new default model or voice loads now, in the background, not in a caller's first turn.
+        for kind, name in (
+            ("llm", llm_backend_for(self._backends, value.llm_model)),
+            ("tts", tts_backend_for(self._backends, value.tts_voice)),
+            ("stt", value.stt),
+        ):
+            if not self._backends.loaded(kind, name):  # type: ignore[arg-type]
+                self._preloads.add(asyncio.ensure_future(self._backends.get(kind, name)))  # type: ignore[arg-type]
+        return value.to_proto()
+
+    async def WatchConfig(
+        self, request: pb.WatchConfigRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Config]:
+        async for value in self._defaults.watch():
+            yield value.to_proto()
+
+    async def PreviewVoice(
+        self, request: pb.PreviewVoiceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PreviewVoiceResponse:
+        fmt = await self._preview_format(request, context, PREVIEW_TEXT_LIMIT)
+        audio = b"".join([chunk async for chunk in self._preview(request, fmt, context)])
+        return pb.PreviewVoiceResponse(audio=audio, output_format=fmt.to_proto())
+
+    async def StreamPreviewVoice(
+        self, request: pb.PreviewVoiceRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.PreviewVoiceResponse]:
+        fmt = await self._preview_format(request, context, STREAM_PREVIEW_TEXT_LIMIT)
+        async for chunk in self._preview(request, fmt, context):
+            yield pb.PreviewVoiceResponse(audio=chunk, output_format=fmt.to_proto())
+
+    async def _preview_format(
+        self, request: pb.PreviewVoiceRequest, context: grpc.aio.ServicerContext, limit: int
+    ) -> Format:
+        if len(request.text) > limit:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"text has {len(request.text)} characters; the limit is {limit}"
+                + (
+                    " (use StreamPreviewVoice for longer text)"
+                    if limit == PREVIEW_TEXT_LIMIT
+                    else ""
+                ),
+            )
+        if not request.HasField("output_format"):
+            return Format(pb.LINEAR16, 24000)
+        try:
+            return validate_format(request.output_format, "output_format")
+        except AudioFormatError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            raise
+
+    async def _preview(
+        self, request: pb.PreviewVoiceRequest, fmt: Format, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        voice = request.voice or self._defaults.value.tts_voice
+        try:
+            tts = await self._backends.get_tts(tts_backend_for(self._backends, voice, "voice"))
+        except OptionError as err:
+            await context.abort(_option_code(err), str(err))
+            raise
+        except BackendError as err:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+            raise
+        outbound = OutboundAudio(fmt)
+        # Piece by piece, as an agent turn is spoken: the first audio comes early in a stream.
+        splitter = SentenceSplitter()
+        text = speakable(request.text) or DEFAULT_PREVIEW_TEXT
+        try:
+            for piece in splitter.push(text) + splitter.flush():
+                async for audio in tts.synthesize(piece, voice, fmt.rate):
+                    yield outbound.encode(audio.pcm, audio.sample_rate)
+        except Exception as err:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"{tts.name} could not synthesize: {err}"
+            )
 
 
 class _Invalid(Exception):

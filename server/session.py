@@ -19,9 +19,11 @@ from voiceagent.v1 import voice_agent_pb2 as pb
 
 from server.audio import Format, InboundAudio, OutboundAudio
 from server.backends.llm.base import LLM, ChatMessage
+from server.backends.registry import BackendError, Backends
 from server.backends.stt.base import STT, STTStream, TurnEventKind, TurnOptions, TurnUpdate
 from server.backends.tts.base import TTS
 from server.metrics import observe_turn
+from server.options import OptionError, llm_backend_for, tts_backend_for
 from server.sentences import SentenceSplitter, speakable
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class SessionSetup:
     config: pb.SessionConfig  # the effective config, echoed in SessionStarted
     input_format: Format
     output_format: Format
+    backends: Backends
     stt: STT
     llm: LLM
     tts: TTS
@@ -80,7 +83,9 @@ class AgentResponse:
     turn_id: int
     user_text: str
     messages: list[ChatMessage]
+    llm: LLM
     llm_model: str
+    tts: TTS
     voice: str
     speech_end: float  # zero point of the turn's metrics
     stt_final_at: float
@@ -151,7 +156,6 @@ class AgentResponse:
     # --- the work ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        session = self.session
         queue: asyncio.Queue[str | None] = asyncio.Queue()
         speaker = asyncio.create_task(self._speak(queue), name=f"tts-turn-{self.turn_id}")
         try:
@@ -161,7 +165,7 @@ class AgentResponse:
                 queue.put_nowait(self.fixed_text)
             else:
                 splitter = SentenceSplitter()
-                async for delta in session.llm.stream(self.messages, self.llm_model):
+                async for delta in self.llm.stream(self.messages, self.llm_model):
                     if self.llm_first_token_at is None:
                         self.llm_first_token_at = time.monotonic()
                     self.text += delta
@@ -199,7 +203,7 @@ class AgentResponse:
                 continue
             piece = _Piece(text)
             self.pieces.append(piece)
-            async for audio in session.tts.synthesize(spoken, self.voice, rate):
+            async for audio in self.tts.synthesize(spoken, self.voice, rate):
                 if self.tts_first_audio_at is None:
                     self.tts_first_audio_at = time.monotonic()
                 data = session.outbound.encode(audio.pcm, audio.sample_rate)
@@ -390,43 +394,61 @@ class Session:
         self._commit_user_turn(text, speech_end=now, stt_final_at=now, from_text=True)
 
     def _apply_update(self, update: pb.ConfigUpdate) -> None:
-        paths = set(update.update_mask.paths) or {
-            name for name in ("llm_model", "tts_voice", "system_prompt") if getattr(update, name)
-        }
-        unknown = paths - {"llm_model", "tts_voice", "system_prompt"}
+        """Validate now (an Error in the stream if wrong, the call goes on); switch once loaded.
+
+        A model or voice of another backend may need loading: that happens in the background,
+        and the switch applies from the next agent turn after it, with the history kept.
+        """
+        fields = ("llm_model", "tts_voice", "system_prompt")
+        paths = list(update.update_mask.paths) or [f for f in fields if getattr(update, f)]
+        unknown = [p for p in paths if p not in fields]
         if unknown:
             self._error(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"update_mask names unknown fields: {sorted(unknown)}",
+                f"update.update_mask names unknown field {unknown[0]!r}; fields: {', '.join(fields)}",
             )
             return
-        if "llm_model" in paths and update.llm_model not in self.llm.models():
-            self._error(
-                grpc.StatusCode.NOT_FOUND,
-                f"llm_model {update.llm_model!r} is not served by {self.llm.name}; "
-                f"available: {', '.join(self.llm.models())}",
+        backends = self.setup.backends
+        try:
+            llm_name = (
+                llm_backend_for(backends, update.llm_model, "update.llm_model")
+                if "llm_model" in paths
+                else ""
             )
+            tts_name = (
+                tts_backend_for(backends, update.tts_voice, "update.tts_voice")
+                if "tts_voice" in paths
+                else ""
+            )
+        except OptionError as err:
+            self._error(grpc.StatusCode.NOT_FOUND, str(err))
             return
-        voices = [v.id for v in self.tts.voices()]
-        if "tts_voice" in paths and update.tts_voice not in voices:
-            self._error(
-                grpc.StatusCode.NOT_FOUND,
-                f"tts_voice {update.tts_voice!r} is not offered by {self.tts.name}; available: {', '.join(voices)}",
-            )
+        self._spawn(self._switch(update, paths, llm_name, tts_name), "config-update")
+
+    async def _switch(
+        self, update: pb.ConfigUpdate, paths: list[str], llm_name: str, tts_name: str
+    ) -> None:
+        backends = self.setup.backends
+        try:
+            llm = await backends.get_llm(llm_name) if llm_name else self.llm
+            tts = await backends.get_tts(tts_name) if tts_name else self.tts
+        except BackendError as err:
+            self._error(grpc.StatusCode.FAILED_PRECONDITION, str(err))
             return
         applied = []
         if "llm_model" in paths:
-            self.llm_model = update.llm_model
-            applied.append(f"llm_model={update.llm_model}")
+            self.llm, self.llm_model = llm, update.llm_model
+            applied.append(f"llm_model={update.llm_model} ({llm.name})")
         if "tts_voice" in paths:
-            self.voice = update.tts_voice
-            applied.append(f"tts_voice={update.tts_voice}")
+            self.tts, self.voice = tts, update.tts_voice
+            applied.append(f"tts_voice={update.tts_voice} ({tts.name})")
         if "system_prompt" in paths:
             self.history[0] = ChatMessage("system", update.system_prompt)
             applied.append("system_prompt")
         self.send(
             pb.ConverseResponse(event=pb.Event(type=pb.CONFIG_APPLIED, message=", ".join(applied)))
         )
+        self._warm()
 
     def _error(self, code: grpc.StatusCode, message: str) -> None:
         """A request the session refuses without ending the call."""
@@ -518,7 +540,9 @@ class Session:
             turn_id=self._turn_id,
             user_text=user_text,
             messages=messages,
+            llm=self.llm,
             llm_model=self.llm_model,
+            tts=self.tts,
             voice=self.voice,
             speech_end=speech_end,
             stt_final_at=stt_final_at,

@@ -31,6 +31,8 @@ class Settings:
     max_sessions: int = 64
     drain_seconds: int = 20
     preload: bool = True
+    # sqlite:///path, sqlite:///:memory: or postgresql://...; empty: SQLite under the data dir
+    database_url: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -44,4 +46,5 @@ class Settings:
             system_prompt=os.environ.get("VOICE_AGENT_SYSTEM_PROMPT") or DEFAULT_SYSTEM_PROMPT,
             max_sessions=_int("MAX_SESSIONS", 64),
             drain_seconds=_int("DRAIN_SECONDS", 20),
+            database_url=os.environ.get("DATABASE_URL", ""),
         )

@@ -2,35 +2,40 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
+import functools
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from server import assets
+from server.audio import resample
 from server.main import VoiceAgentServer
 from server.settings import Settings
 
 RATE = 16000
 
 
+@functools.cache
+def _voice() -> Any:
+    from piper import PiperVoice
+
+    return PiperVoice.load(str(assets.piper_voice_path()))
+
+
 def speak(text: str, rate: int = RATE) -> np.ndarray:
-    """`text` spoken by espeak-ng, as int16 mono at `rate`, without leading or trailing silence."""
-    if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
-        pytest.fail("espeak-ng and sox are needed (`make test` installs them)")
-    with tempfile.TemporaryDirectory() as tmp:
-        raw, out = Path(tmp) / "raw.wav", Path(tmp) / "out.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "160", "-w", str(raw), text], check=True)
-        subprocess.run(
-            ["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(out)], check=True
-        )
-        with wave.open(str(out)) as wav:
-            pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.int16)
-    # espeak-ng pads ~350 ms of silence at the end: trim it so the pauses a test adds are exact.
+    """`text` spoken by the packaged Piper voice, int16 mono at `rate`, silence trimmed.
+
+    Piper rather than espeak-ng: Whisper base hears espeak's robotic voice differently depending
+    on where in a 32 ms window it starts ("capital of France" became "capital and friends"),
+    which made tests flaky; Piper's natural voice is heard the same wherever it starts.
+    """
+    voice = _voice()
+    pcm = np.concatenate([chunk.audio_int16_array for chunk in voice.synthesize(text)])
+    pcm = resample(pcm, voice.config.sample_rate, rate)
     voiced = np.nonzero(np.abs(pcm.astype(np.int32)) > 200)[0]
     return pcm[voiced[0] : voiced[-1] + 1] if len(voiced) else pcm
 

@@ -37,12 +37,13 @@ async def start_server() -> AsyncIterator[StartServer]:
         tts: ScriptedTTS | None = None,
         llm_name: str = "scripted-llm",
         wait_ready: bool = True,
+        more_llms: dict[str, ScriptedLLM] | None = None,
         **settings: Any,
     ) -> Scripted:
         scripted = Scripted(None, stt or ScriptedSTT(), llm or ScriptedLLM(), tts or ScriptedTTS())  # type: ignore[arg-type]
         backends = Backends(
             stt={scripted.stt.name: scripted.stt},
-            llm={scripted.llm.name: scripted.llm},
+            llm={scripted.llm.name: scripted.llm, **(more_llms or {})},
             tts={scripted.tts.name: scripted.tts},
         )
         config = {
@@ -51,6 +52,7 @@ async def start_server() -> AsyncIterator[StartServer]:
             "stt": "scripted-stt",
             "llm": llm_name,
             "tts": "scripted-tts",
+            "database_url": "sqlite:///:memory:",
         }
         config.update(settings)
         scripted.server = VoiceAgentServer(Settings(**config), backends)

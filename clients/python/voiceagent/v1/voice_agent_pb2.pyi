@@ -224,16 +224,18 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("id", "backend", "available", "unavailable_reason")
+    __slots__ = ("id", "backend", "available", "unavailable_reason", "loaded")
     ID_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     UNAVAILABLE_REASON_FIELD_NUMBER: _ClassVar[int]
+    LOADED_FIELD_NUMBER: _ClassVar[int]
     id: str
     backend: str
     available: bool
     unavailable_reason: str
-    def __init__(self, id: _Optional[str] = ..., backend: _Optional[str] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ...) -> None: ...
+    loaded: bool
+    def __init__(self, id: _Optional[str] = ..., backend: _Optional[str] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ..., loaded: _Optional[bool] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)
@@ -248,18 +250,22 @@ class ListVoicesRequest(_message.Message):
     def __init__(self, backend: _Optional[str] = ...) -> None: ...
 
 class Voice(_message.Message):
-    __slots__ = ("id", "name", "language", "gender", "backend")
+    __slots__ = ("id", "name", "language", "gender", "backend", "available", "unavailable_reason")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     GENDER_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_REASON_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     language: str
     gender: str
     backend: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., language: _Optional[str] = ..., gender: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
+    available: bool
+    unavailable_reason: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., language: _Optional[str] = ..., gender: _Optional[str] = ..., backend: _Optional[str] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ...) -> None: ...
 
 class ListVoicesResponse(_message.Message):
     __slots__ = ("voices",)

@@ -54,6 +54,11 @@ class VoiceAgentStub:
                 request_serializer=voiceagent_dot_v1_dot_voice__agent__pb2.PreviewVoiceRequest.SerializeToString,
                 response_deserializer=voiceagent_dot_v1_dot_voice__agent__pb2.PreviewVoiceResponse.FromString,
                 _registered_method=True)
+        self.StreamPreviewVoice = channel.unary_stream(
+                '/voiceagent.v1.VoiceAgent/StreamPreviewVoice',
+                request_serializer=voiceagent_dot_v1_dot_voice__agent__pb2.PreviewVoiceRequest.SerializeToString,
+                response_deserializer=voiceagent_dot_v1_dot_voice__agent__pb2.PreviewVoiceResponse.FromString,
+                _registered_method=True)
         self.GetConfig = channel.unary_unary(
                 '/voiceagent.v1.VoiceAgent/GetConfig',
                 request_serializer=voiceagent_dot_v1_dot_voice__agent__pb2.GetConfigRequest.SerializeToString,
@@ -96,7 +101,15 @@ class VoiceAgentServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PreviewVoice(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A sentence in a voice, as one message (text up to 1,000 characters).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamPreviewVoice(self, request, context):
+        """The same, streamed piece by piece as it is synthesized (text up to 10,000 characters).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -140,6 +153,11 @@ def add_VoiceAgentServicer_to_server(servicer, server):
             ),
             'PreviewVoice': grpc.unary_unary_rpc_method_handler(
                     servicer.PreviewVoice,
+                    request_deserializer=voiceagent_dot_v1_dot_voice__agent__pb2.PreviewVoiceRequest.FromString,
+                    response_serializer=voiceagent_dot_v1_dot_voice__agent__pb2.PreviewVoiceResponse.SerializeToString,
+            ),
+            'StreamPreviewVoice': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamPreviewVoice,
                     request_deserializer=voiceagent_dot_v1_dot_voice__agent__pb2.PreviewVoiceRequest.FromString,
                     response_serializer=voiceagent_dot_v1_dot_voice__agent__pb2.PreviewVoiceResponse.SerializeToString,
             ),
@@ -265,6 +283,33 @@ class VoiceAgent:
             request,
             target,
             '/voiceagent.v1.VoiceAgent/PreviewVoice',
+            voiceagent_dot_v1_dot_voice__agent__pb2.PreviewVoiceRequest.SerializeToString,
+            voiceagent_dot_v1_dot_voice__agent__pb2.PreviewVoiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamPreviewVoice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/voiceagent.v1.VoiceAgent/StreamPreviewVoice',
             voiceagent_dot_v1_dot_voice__agent__pb2.PreviewVoiceRequest.SerializeToString,
             voiceagent_dot_v1_dot_voice__agent__pb2.PreviewVoiceResponse.FromString,
             options,

@@ -1,0 +1,198 @@
+"""The Campaigns service: personas with their own prompt, greeting, model and voice.
+
+Resource-oriented (Google API design guide): Create/Get/List/Update/Delete, FieldMask updates,
+etags for optimistic concurrency. Storage is `server.campaign_store` (SQLite or PostgreSQL),
+called in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+from google.protobuf import empty_pb2
+from voiceagent.v1 import campaigns_pb2 as cpb
+from voiceagent.v1 import campaigns_pb2_grpc as cpb_grpc
+
+from server.backends.registry import Backends
+from server.campaign_store import (
+    CAMPAIGN_FIELDS,
+    CampaignConflict,
+    CampaignNotFound,
+    CampaignRecord,
+    CampaignStore,
+    InvalidPageToken,
+)
+from server.options import MAX_SYSTEM_PROMPT, OptionError, llm_backend_for, tts_backend_for
+
+T = TypeVar("T")
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+_LIMITS = {
+    "name": 200,
+    "persona": MAX_SYSTEM_PROMPT,
+    "greeting": 2000,
+    "llm_model": 200,
+    "tts_voice": 200,
+    "language": 35,
+}
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+
+def to_proto(record: CampaignRecord) -> cpb.Campaign:
+    campaign = cpb.Campaign(
+        id=record.id,
+        name=record.name,
+        persona=record.persona,
+        greeting=record.greeting,
+        llm_model=record.llm_model,
+        tts_voice=record.tts_voice,
+        language=record.language,
+        etag=str(record.version),
+    )
+    campaign.update_time.FromDatetime(record.update_time)
+    return campaign
+
+
+class CampaignsService(cpb_grpc.CampaignsServicer):
+    def __init__(self, store: CampaignStore, backends: Backends) -> None:
+        self._store = store
+        self._backends = backends
+
+    async def CreateCampaign(
+        self, request: cpb.CreateCampaignRequest, context: grpc.aio.ServicerContext
+    ) -> cpb.Campaign:
+        fields = {f: getattr(request.campaign, f) for f in CAMPAIGN_FIELDS}
+        await self._validate(fields, context, creating=True)
+        record = await _stored(context, self._store.create, fields)
+        return to_proto(record)
+
+    async def GetCampaign(
+        self, request: cpb.GetCampaignRequest, context: grpc.aio.ServicerContext
+    ) -> cpb.Campaign:
+        if not request.id:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "id is required")
+        try:
+            return to_proto(await _stored(context, self._store.get, request.id))
+        except CampaignNotFound:
+            await _abort(context, grpc.StatusCode.NOT_FOUND, f"campaign {request.id!r} not found")
+
+    async def ListCampaigns(
+        self, request: cpb.ListCampaignsRequest, context: grpc.aio.ServicerContext
+    ) -> cpb.ListCampaignsResponse:
+        if request.page_size < 0:
+            await _abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, "page_size must not be negative"
+            )
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        try:
+            records, token = await _stored(context, self._store.list, size, request.page_token)
+        except InvalidPageToken:
+            await _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "page_token is not one this server returned",
+            )
+        return cpb.ListCampaignsResponse(
+            campaigns=[to_proto(r) for r in records], next_page_token=token
+        )
+
+    async def UpdateCampaign(
+        self, request: cpb.UpdateCampaignRequest, context: grpc.aio.ServicerContext
+    ) -> cpb.Campaign:
+        campaign = request.campaign
+        if not campaign.id:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "campaign.id is required")
+        paths = list(request.update_mask.paths)
+        for i, path in enumerate(paths):
+            if path not in CAMPAIGN_FIELDS:
+                await _abort(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"update_mask.paths[{i}] {path!r} is not an updatable field; fields: {', '.join(CAMPAIGN_FIELDS)}",
+                )
+        if not paths:  # no mask: every field that is set
+            paths = [f for f in CAMPAIGN_FIELDS if getattr(campaign, f)]
+        fields = {f: getattr(campaign, f) for f in paths}
+        await self._validate(fields, context, creating=False)
+        expected = None
+        if campaign.etag:
+            if not campaign.etag.isdigit():
+                await _abort(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"campaign.etag {campaign.etag!r} is not an etag this server returned",
+                )
+            expected = int(campaign.etag)
+        try:
+            record = await _stored(context, self._store.update, campaign.id, fields, expected)
+        except CampaignNotFound:
+            await _abort(context, grpc.StatusCode.NOT_FOUND, f"campaign {campaign.id!r} not found")
+        except CampaignConflict:
+            await _abort(
+                context,
+                grpc.StatusCode.ABORTED,
+                f"campaign {campaign.id!r} changed since etag {campaign.etag}; get it again and retry",
+            )
+        return to_proto(record)
+
+    async def DeleteCampaign(
+        self, request: cpb.DeleteCampaignRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        if not request.id:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "id is required")
+        try:
+            await _stored(context, self._store.delete, request.id)
+        except CampaignNotFound:
+            await _abort(context, grpc.StatusCode.NOT_FOUND, f"campaign {request.id!r} not found")
+        return empty_pb2.Empty()
+
+    async def _validate(
+        self, fields: dict[str, str], context: grpc.aio.ServicerContext, creating: bool
+    ) -> None:
+        if (creating or "name" in fields) and not fields.get("name", "").strip():
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "campaign.name is required")
+        for field, value in fields.items():
+            if len(value) > _LIMITS[field]:
+                await _abort(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"campaign.{field} has {len(value)} characters; the limit is {_LIMITS[field]}",
+                )
+        if fields.get("language") and not _LANGUAGE.match(fields["language"]):
+            await _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"campaign.language {fields['language']!r} is not a BCP-47 tag such as 'en' or 'en-US'",
+            )
+        try:
+            if fields.get("llm_model"):
+                llm_backend_for(self._backends, fields["llm_model"], "campaign.llm_model")
+            if fields.get("tts_voice"):
+                tts_backend_for(self._backends, fields["tts_voice"], "campaign.tts_voice")
+        except OptionError as err:
+            await _abort(context, grpc.StatusCode.NOT_FOUND, str(err))
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str
+) -> NoReturn:
+    await context.abort(code, message)
+    raise AssertionError("unreachable: abort raises")
+
+
+async def _stored(context: grpc.aio.ServicerContext, method: Callable[..., T], *args: Any) -> T:
+    """A store call in a worker thread; a database that cannot be reached is UNAVAILABLE."""
+    try:
+        return await asyncio.to_thread(method, *args)
+    except (CampaignNotFound, CampaignConflict, InvalidPageToken, ValueError):
+        raise
+    except Exception as err:
+        await _abort(
+            context,
+            grpc.StatusCode.UNAVAILABLE,
+            f"campaign store unavailable: {type(err).__name__}: {err}",
+        )

@@ -1,0 +1,196 @@
+"""AI options: which models and voices exist (across backends), and the server-wide defaults.
+
+A model or voice id names its backend: looking it up here is how a session, a campaign or
+UpdateConfig switching to "llama-3.1-8b-instant" also switches to the `openai` backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from voiceagent.v1 import voice_agent_pb2 as pb
+
+from server.backends.llm.base import LLM
+from server.backends.registry import BackendError, Backends
+from server.backends.tts.base import TTS
+
+MAX_SYSTEM_PROMPT = 8000
+CONFIG_FIELDS = ("stt", "llm_model", "tts_voice", "system_prompt")
+
+
+class OptionError(Exception):
+    """A request names something that does not exist ("not_found"), cannot be used here
+    ("unavailable") or is malformed ("invalid"); `field` says which part of the request."""
+
+    def __init__(
+        self,
+        message: str,
+        kind: Literal["not_found", "unavailable", "invalid"] = "not_found",
+        field: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.field = field
+
+
+def list_models(backends: Backends) -> list[pb.Model]:
+    models = []
+    for name in backends.names("llm"):
+        reason = backends.unavailable_reason("llm", name) or ""
+        llm = backends.instance("llm", name)
+        assert isinstance(llm, LLM)
+        for model in llm.models():
+            models.append(
+                pb.Model(
+                    id=model,
+                    backend=name,
+                    available=not reason,
+                    unavailable_reason=reason,
+                    loaded=backends.loaded("llm", name),
+                )
+            )
+    return models
+
+
+def list_voices(backends: Backends, backend: str = "") -> list[pb.Voice]:
+    names = backends.names("tts")
+    if backend and backend not in names:
+        raise OptionError(
+            f"unknown TTS backend {backend!r}; known: {', '.join(names)}", field="backend"
+        )
+    voices = []
+    for name in [backend] if backend else names:
+        reason = backends.unavailable_reason("tts", name) or ""
+        tts = backends.instance("tts", name)
+        assert isinstance(tts, TTS)
+        for voice in tts.voices():
+            voices.append(
+                pb.Voice(
+                    id=voice.id,
+                    name=voice.name,
+                    language=voice.language,
+                    gender=voice.gender,
+                    backend=name,
+                    available=not reason,
+                    unavailable_reason=reason,
+                )
+            )
+    return voices
+
+
+def llm_backend_for(backends: Backends, model: str, field: str = "llm_model") -> str:
+    """The LLM backend serving `model`; OptionError (NOT_FOUND) naming the choices if none."""
+    for entry in list_models(backends):
+        if entry.id == model:
+            return entry.backend
+    known = ", ".join(m.id for m in list_models(backends))
+    raise OptionError(f"{field} {model!r} is not a known model; available: {known}", field=field)
+
+
+def tts_backend_for(backends: Backends, voice: str, field: str = "tts_voice") -> str:
+    for entry in list_voices(backends):
+        if entry.id == voice:
+            return entry.backend
+    known = ", ".join(v.id for v in list_voices(backends))
+    raise OptionError(f"{field} {voice!r} is not a known voice; available: {known}", field=field)
+
+
+def check_stt(backends: Backends, stt: str, field: str = "stt") -> None:
+    try:
+        reason = backends.unavailable_reason("stt", stt)
+    except BackendError as err:
+        raise OptionError(str(err), field=field) from err
+    if reason:
+        raise OptionError(
+            f"STT backend {stt!r} is unavailable: {reason}", kind="unavailable", field=field
+        )
+
+
+@dataclass(frozen=True)
+class Defaults:
+    stt: str
+    llm_model: str
+    tts_voice: str
+    system_prompt: str
+
+    def to_proto(self) -> pb.Config:
+        return pb.Config(
+            stt=self.stt,
+            llm_model=self.llm_model,
+            tts_voice=self.tts_voice,
+            system_prompt=self.system_prompt,
+        )
+
+
+class ServerDefaults:
+    """The defaults new sessions start from, changed at run time and watched by subscribers."""
+
+    def __init__(self, initial: Defaults) -> None:
+        self._value = initial
+        self._changed = asyncio.Condition()
+        self._version = 0
+        self._closed = False
+
+    @property
+    def value(self) -> Defaults:
+        return self._value
+
+    async def update(self, config: pb.Config, paths: list[str], backends: Backends) -> Defaults:
+        """Validate every named field first, then apply them all at once."""
+        unknown = [p for p in paths if p not in CONFIG_FIELDS]
+        if unknown:
+            raise OptionError(
+                f"update_mask.paths[{paths.index(unknown[0])}] {unknown[0]!r} is not a config field; "
+                f"fields: {', '.join(CONFIG_FIELDS)}",
+                kind="invalid",
+                field=f"update_mask.paths[{paths.index(unknown[0])}]",
+            )
+        if not paths:
+            paths = [f for f in CONFIG_FIELDS if getattr(config, f)]
+        for path in paths:
+            value = getattr(config, path)
+            if path != "system_prompt" and not value:
+                raise OptionError(
+                    f"config.{path} must not be empty", kind="invalid", field=f"config.{path}"
+                )
+        if "stt" in paths:
+            check_stt(backends, config.stt, "config.stt")
+        if "llm_model" in paths:
+            llm_backend_for(backends, config.llm_model, "config.llm_model")
+        if "tts_voice" in paths:
+            tts_backend_for(backends, config.tts_voice, "config.tts_voice")
+        if len(config.system_prompt) > MAX_SYSTEM_PROMPT:
+            raise OptionError(
+                f"config.system_prompt has {len(config.system_prompt)} characters; the limit is {MAX_SYSTEM_PROMPT}",
+                kind="invalid",
+                field="config.system_prompt",
+            )
+        async with self._changed:
+            self._value = replace(self._value, **{p: getattr(config, p) for p in paths})
+            self._version += 1
+            self._changed.notify_all()
+        return self._value
+
+    async def watch(self) -> AsyncIterator[Defaults]:
+        """The current value, then every change, until `close()`.
+
+        The lock is never held across a yield: a slow subscriber cannot hold up `update`; it
+        gets the latest value when it comes back (bursts coalesce).
+        """
+        seen = -1
+        while True:
+            async with self._changed:
+                while not self._closed and self._version == seen:
+                    await self._changed.wait()
+                if self._closed:
+                    return
+                seen, value = self._version, self._value
+            yield value
+
+    async def close(self) -> None:
+        async with self._changed:
+            self._closed = True
+            self._changed.notify_all()
