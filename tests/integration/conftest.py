@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +60,14 @@ async def offline_server() -> AsyncIterator[VoiceAgentServer]:
     await server.wait_ready()
     yield server
     await server.stop(0)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server for the session (the Debian `postgresql` package)."""
+    from tests.integration.postgres import MISSING_MESSAGE, postgres_installed, throwaway_postgres
+
+    if not postgres_installed():
+        pytest.fail(MISSING_MESSAGE)
+    with throwaway_postgres() as url:
+        yield url

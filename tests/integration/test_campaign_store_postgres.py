@@ -4,7 +4,7 @@ a shared database shows (several server instances writing and migrating at once)
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -16,16 +16,7 @@ from server.campaign_store import (
     PostgresCampaignStore,
     open_campaign_store,
 )
-from tests.integration.postgres import MISSING_MESSAGE, postgres_installed, throwaway_postgres
 from tests.unit.test_campaign_store import StoreContract
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    if not postgres_installed():
-        pytest.fail(MISSING_MESSAGE)
-    with throwaway_postgres() as url:
-        yield url
 
 
 def with_database(url: str, dbname: str) -> str:
