@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import time
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -16,6 +17,7 @@ from voiceagent.v1 import campaigns_pb2, voice_agent_pb2
 from voiceagent.v1 import campaigns_pb2_grpc as cpb_grpc
 from voiceagent.v1 import voice_agent_pb2_grpc as pb_grpc
 
+from server.auth import BearerTokenInterceptor
 from server.backends.llm.base import LLM
 from server.backends.registry import Backends
 from server.backends.tts.base import TTS
@@ -23,6 +25,7 @@ from server.campaign_store import open_campaign_store
 from server.campaigns import CampaignsService
 from server.options import Defaults, ServerDefaults
 from server.service import VoiceAgentService
+from server.session import SessionFailure
 from server.settings import Settings
 
 log = logging.getLogger("voice_agent")
@@ -60,7 +63,8 @@ class VoiceAgentServer:
         self.settings = settings
         self.backends = backends or Backends()
         self.ready = asyncio.Event()
-        self.server = grpc.aio.server(options=_OPTIONS)
+        interceptors = [BearerTokenInterceptor(settings.token)] if settings.token else []
+        self.server = grpc.aio.server(options=_OPTIONS, interceptors=interceptors)
         self.defaults = ServerDefaults(initial_defaults(settings, self.backends))
         self.campaigns = open_campaign_store(settings.database_url)
         self.service = VoiceAgentService(
@@ -81,10 +85,20 @@ class VoiceAgentServer:
             ),
             self.server,
         )
-        self.port = self.server.add_insecure_port(f"{settings.host}:{settings.port}")
+        address = f"{settings.host}:{settings.port}"
+        if settings.tls_cert or settings.tls_key:
+            if not (settings.tls_cert and settings.tls_key):
+                raise SystemExit("TLS needs both TLS_CERT and TLS_KEY")
+            credentials = grpc.ssl_server_credentials(
+                [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())]
+            )
+            self.port = self.server.add_secure_port(address, credentials)
+        else:
+            self.port = self.server.add_insecure_port(address)
         if self.port == 0:
             raise SystemExit(f"cannot listen on {settings.host}:{settings.port}")
         self._loader: asyncio.Task[None] | None = None
+        self._stopped = False
 
     async def start(self) -> None:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -114,8 +128,29 @@ class VoiceAgentServer:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status)
 
+    async def drain(self, seconds: float) -> None:
+        """SIGTERM: take no new streams, let each running one finish its current turn, end the
+        rest after `seconds` with UNAVAILABLE (clients reconnect to another instance)."""
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.service.draining = True
+        for session in list(self.service.sessions):
+            session.drain()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.service.no_sessions.wait(), seconds)
+        for session in list(self.service.sessions):
+            session.fail(
+                SessionFailure(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"server shut down before the turn ended (DRAIN_SECONDS={seconds:g}); reconnect",
+                )
+            )
+        await self.stop(grace=2)
+
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking streams, give running ones `grace` seconds, then end them."""
+        if self._stopped:
+            return
+        self._stopped = True
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if self._loader is not None and not self._loader.done():
             self._loader.cancel()
@@ -148,8 +183,12 @@ async def serve(settings: Settings) -> None:
     if loader.done() and loader.exception() is not None:
         raise SystemExit(f"could not load the models: {loader.exception()}")
     await stopper
-    log.info("draining: up to %d s for running sessions", settings.drain_seconds)
-    await server.stop(settings.drain_seconds)
+    log.info(
+        "draining: %d session(s), up to %d s to finish their turn",
+        len(server.service.sessions),
+        settings.drain_seconds,
+    )
+    await server.drain(settings.drain_seconds)
 
 
 def run() -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -27,6 +30,7 @@ from server.sentences import SentenceSplitter, speakable
 from server.session import Session, SessionFailure, SessionSetup
 from server.settings import Settings
 
+session_log = logging.getLogger("voice_agent.sessions")
 EAGER_RANGE_MS = (64, 2000)
 END_OF_TURN_RANGE_MS = (200, 5000)
 PREVIEW_TEXT_LIMIT = 1000
@@ -57,6 +61,9 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
         self._defaults = defaults
         self._campaigns = campaigns
         self._preloads: set[asyncio.Future[object]] = set()
+        self.draining = False
+        self.no_sessions = asyncio.Event()  # set while no session runs: what a drain waits for
+        self.no_sessions.set()
         self._active = 0
         self.sessions: set[Session] = set()
 
@@ -65,6 +72,11 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
         request_iterator: AsyncIterator[pb.ConverseRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ConverseResponse]:
+        if self.draining:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "this instance is shutting down; reconnect (a load balancer sends you to another)",
+            )
         if not self._ready.is_set():
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
@@ -98,13 +110,29 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
             SESSIONS_TOTAL.inc()
             session = Session(setup)
             self.sessions.add(session)
+            self.no_sessions.clear()
+            started, status = time.monotonic(), "OK"
+            _log_session("session_start", setup, peer=context.peer())
             try:
                 async for message in session.run(request_iterator):
                     yield message
             except SessionFailure as failure:
+                status = failure.code.name
                 await context.abort(failure.code, failure.message)
+            except asyncio.CancelledError:
+                status = "CANCELLED"
+                raise
             finally:
                 self.sessions.discard(session)
+                if not self.sessions:
+                    self.no_sessions.set()
+                _log_session(
+                    "session_end",
+                    setup,
+                    status=status,
+                    turns=session.turns,
+                    duration_s=round(time.monotonic() - started, 3),
+                )
         finally:
             self._active -= 1
             SESSIONS_ACTIVE.dec()
@@ -192,6 +220,7 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
             system_prompt=effective.system_prompt,
             greeting=effective.greeting,
             turn_options=turn_options,
+            idle_timeout=float(self._settings.idle_timeout_seconds),
         )
 
     async def _campaign(self, campaign_id: str) -> CampaignRecord:
@@ -313,6 +342,20 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE, f"{tts.name} could not synthesize: {err}"
             )
+
+
+def _log_session(event: str, setup: SessionSetup, **fields: object) -> None:
+    """One JSON line per session start and end: what log pipelines index and alert on."""
+    record = {
+        "event": event,
+        "session_id": setup.session_id,
+        "stt": setup.stt.name,
+        "llm": f"{setup.llm.name}:{setup.llm_model}",
+        "tts": f"{setup.tts.name}:{setup.voice}",
+        "campaign_id": setup.config.campaign_id,
+        **fields,
+    }
+    session_log.info(json.dumps(record))
 
 
 class _Invalid(Exception):

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 AUDIO_CHUNK_MS = 100  # agent audio goes out in messages of at most this much
 HISTORY_MESSAGES = 16  # plus the system prompt; older turns fall out of the LLM's context
+MAX_AUDIO_SECONDS = 2  # per audio message; clients send 20-100 ms frames
 
 
 class SessionFailure(Exception):
@@ -58,6 +59,7 @@ class SessionSetup:
     system_prompt: str
     greeting: str
     turn_options: TurnOptions
+    idle_timeout: float = 0.0  # seconds without input before the session is closed; 0: never
 
 
 def _ms(start: float | None, end: float | None) -> float:
@@ -256,6 +258,10 @@ class Session:
         self._turn_id = 0
         self._failure: SessionFailure | None = None
         self._closed = False
+        self._user_turn_open = False
+        self._draining = False
+        self._last_input = time.monotonic()
+        self.turns = 0
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -302,6 +308,51 @@ class Session:
     def _end(self) -> None:
         self._out.put_nowait(None)
 
+    def drain(self) -> None:
+        """The server is shutting down: end after the current turn (at once if there is none)."""
+        if self._draining:
+            return
+        self._draining = True
+        self.send(
+            pb.ConverseResponse(
+                event=pb.Event(
+                    type=pb.GOING_AWAY,
+                    message="server shutting down: the stream ends after this turn; reconnect to go on",
+                )
+            )
+        )
+        self._end_if_drained()
+
+    def _end_if_drained(self) -> None:
+        busy = (
+            self._user_turn_open
+            or self._speculative is not None
+            or (
+                self._current is not None
+                and self._current.task is not None
+                and not self._current.task.done()
+            )
+        )
+        if self._draining and not busy:
+            self._end()
+
+    async def _watch_idle(self, limit: float) -> None:
+        """Close a stream nobody sends to (a client that vanished without closing it)."""
+        while True:
+            await asyncio.sleep(min(1.0, limit / 4))
+            answering = (
+                self._current is not None
+                and self._current.task is not None
+                and not self._current.task.done()
+            )
+            if answering:
+                self._last_input = time.monotonic()
+            elif time.monotonic() - self._last_input > limit:
+                raise SessionFailure(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"no audio or text for {limit:.0f} s (IDLE_TIMEOUT_SECONDS); closing the session",
+                )
+
     async def run(
         self, requests: AsyncIterator[pb.ConverseRequest]
     ) -> AsyncIterator[pb.ConverseResponse]:
@@ -315,6 +366,8 @@ class Session:
             )
             self._spawn(self._read(requests), "read")
             self._spawn(self._follow_turns(self._stt_stream), "turns")
+            if self.setup.idle_timeout > 0:
+                self._spawn(self._watch_idle(self.setup.idle_timeout), "idle-watch")
             if self.setup.greeting:
                 self._start_response(
                     user_text="",
@@ -350,9 +403,17 @@ class Session:
 
     async def _read(self, requests: AsyncIterator[pb.ConverseRequest]) -> None:
         assert self._stt_stream is not None
+        max_audio = self.inbound.fmt.rate * self.inbound.fmt.bytes_per_sample * MAX_AUDIO_SECONDS
         async for request in requests:
+            self._last_input = time.monotonic()
             kind = request.WhichOneof("request")
             if kind == "audio":
+                if len(request.audio) > max_audio:
+                    raise SessionFailure(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"an audio message has {len(request.audio)} bytes; at most {max_audio} "
+                        f"({MAX_AUDIO_SECONDS} s in the input format) are accepted: send 20-100 ms frames",
+                    )
                 pcm = self.inbound.push(request.audio)
                 if len(pcm):
                     await self._stt_stream.push(pcm, time.monotonic())
@@ -475,6 +536,7 @@ class Session:
     async def _on_turn_event(self, event: TurnUpdate) -> None:
         kind = event.kind
         if kind == TurnEventKind.START_OF_TURN:
+            self._user_turn_open = True
             await self._barge_in(event.at)
         elif kind == TurnEventKind.EAGER_END_OF_TURN and self.setup.turn_options.eager_enabled:
             self._cancel_speculative()
@@ -487,11 +549,13 @@ class Session:
         elif kind == TurnEventKind.TURN_RESUMED:
             self._cancel_speculative()
         elif kind == TurnEventKind.END_OF_TURN:
+            self._user_turn_open = False
             text = event.transcript.strip()
             speculative, self._speculative = self._speculative, None
             if not text:  # noise, a cough: nothing to answer
                 if speculative is not None:
                     speculative.task.cancel()  # type: ignore[union-attr]
+                self._end_if_drained()
                 return
             if speculative is not None and speculative.user_text == event.transcript:
                 self.history.append(ChatMessage("user", text))
@@ -559,6 +623,11 @@ class Session:
         await response.run()  # returns only once committed: a cancelled speculation never does
         response.history_entry = ChatMessage("assistant", response.text)
         self.history.append(response.history_entry)
+        if response.fixed_text is None:
+            self.turns += 1
+        if self._draining:
+            self._out.put_nowait(None)  # this was the last turn
+            return
         self._warm()
 
     def _warm(self) -> None:

@@ -33,6 +33,13 @@ class Settings:
     preload: bool = True
     # sqlite:///path, sqlite:///:memory: or postgresql://...; empty: SQLite under the data dir
     database_url: str = ""
+    # When set, every RPC but health checks needs `authorization: Bearer <token>` metadata.
+    token: str = ""
+    # PEM files; both set: TLS on the gRPC port.
+    tls_cert: str = ""
+    tls_key: str = ""
+    # A session that receives no audio or text for this long is closed (0: never).
+    idle_timeout_seconds: int = 60
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -47,4 +54,8 @@ class Settings:
             max_sessions=_int("MAX_SESSIONS", 64),
             drain_seconds=_int("DRAIN_SECONDS", 20),
             database_url=os.environ.get("DATABASE_URL", ""),
+            token=os.environ.get("VOICE_AGENT_TOKEN", ""),
+            tls_cert=os.environ.get("TLS_CERT", ""),
+            tls_key=os.environ.get("TLS_KEY", ""),
+            idle_timeout_seconds=_int("IDLE_TIMEOUT_SECONDS", 60),
         )

@@ -75,8 +75,13 @@ class Call:
 async def open_call() -> AsyncIterator[Callable[..., Awaitable[Call]]]:
     opened: list[tuple[VoiceAgentClient, Call, asyncio.Task[None]]] = []
 
-    async def open_(target: str, config: pb.SessionConfig | None = None) -> Call:
-        client = VoiceAgentClient(target)
+    async def open_(
+        target: str,
+        config: pb.SessionConfig | None = None,
+        token: str | None = None,
+        ca_file: str | None = None,
+    ) -> Call:
+        client = VoiceAgentClient(target, token=token, ca_file=ca_file)
         await client.__aenter__()
         conversation = client.converse(config or pb.SessionConfig(input_format=linear16(16000)))
         await conversation.__aenter__()

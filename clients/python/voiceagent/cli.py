@@ -166,7 +166,9 @@ async def talk(args: argparse.Namespace) -> int:
     frame = rate * FRAME_MS // 1000
     silence = np.zeros(frame, dtype=np.int16).tobytes()
 
-    async with VoiceAgentClient(args.server, token=os.environ.get("VOICE_AGENT_TOKEN")) as client:
+    async with VoiceAgentClient(
+        args.server, token=os.environ.get("VOICE_AGENT_TOKEN"), tls=args.tls, ca_file=args.ca
+    ) as client:
         if args.wait:
             await client.wait_ready(args.wait)
         async with client.converse(config) as call:
@@ -280,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument(
         "--wait", type=float, default=0.0, help="wait up to N s for the server to be ready"
     )
+    t.add_argument("--tls", action="store_true", help="connect with TLS (system roots or --ca)")
+    t.add_argument("--ca", help="PEM file of the CA (or self-signed cert) to trust; implies --tls")
 
     args = parser.parse_args(argv)
     if args.command == "serve":

@@ -26,8 +26,14 @@ def linear16(rate: int) -> pb.AudioFormat:
 
 
 class VoiceAgentClient:
-    def __init__(self, target: str, token: str | None = None) -> None:
+    def __init__(
+        self, target: str, token: str | None = None, tls: bool = False, ca_file: str | None = None
+    ) -> None:
+        """`token`: sent as `authorization: Bearer` (VOICE_AGENT_TOKEN on the server).
+        `tls`: connect with TLS, trusting `ca_file` (PEM) or the system's roots."""
         self.target = target
+        self._tls = tls or bool(ca_file)
+        self._ca_file = ca_file
         self._metadata: Sequence[tuple[str, str]] = (
             (("authorization", f"Bearer {token}"),) if token else ()
         )
@@ -35,9 +41,13 @@ class VoiceAgentClient:
         self.stub: pb_grpc.VoiceAgentStub
 
     async def __aenter__(self) -> VoiceAgentClient:
-        self._channel = grpc.aio.insecure_channel(
-            self.target, options=[("grpc.max_receive_message_length", 8 << 20)]
-        )
+        options = [("grpc.max_receive_message_length", 8 << 20)]
+        if self._tls:
+            roots = open(self._ca_file, "rb").read() if self._ca_file else None  # noqa: ASYNC230
+            credentials = grpc.ssl_channel_credentials(root_certificates=roots)
+            self._channel = grpc.aio.secure_channel(self.target, credentials, options=options)
+        else:
+            self._channel = grpc.aio.insecure_channel(self.target, options=options)
         self.stub = pb_grpc.VoiceAgentStub(self._channel)  # type: ignore[no-untyped-call]
         return self
 

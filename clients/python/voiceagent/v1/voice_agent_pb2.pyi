@@ -30,6 +30,7 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BARGE_IN: _ClassVar[EventType]
     CONFIG_APPLIED: _ClassVar[EventType]
     AGENT_TURN_DONE: _ClassVar[EventType]
+    GOING_AWAY: _ClassVar[EventType]
 AUDIO_ENCODING_UNSPECIFIED: AudioEncoding
 LINEAR16: AudioEncoding
 MULAW: AudioEncoding
@@ -44,6 +45,7 @@ EVENT_TYPE_UNSPECIFIED: EventType
 BARGE_IN: EventType
 CONFIG_APPLIED: EventType
 AGENT_TURN_DONE: EventType
+GOING_AWAY: EventType
 
 class AudioFormat(_message.Message):
     __slots__ = ("encoding", "sample_rate_hertz")
