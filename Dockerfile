@@ -40,7 +40,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PORT=50051 \
     HTTP_PORT=8080 \
     DRAIN_SECONDS=20
-USER agent
+USER 10001:10001
 EXPOSE 50051 8080
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 CMD ["voice-agent", "health"]
 STOPSIGNAL SIGTERM

@@ -62,6 +62,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 BUF_DIR := tests/integration/buf
 $(BUF_DIR)/node_modules/.installed: $(BUF_DIR)/package-lock.json

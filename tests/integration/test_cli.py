@@ -53,6 +53,15 @@ def test_serve_then_talk_from_a_wav(tmp_path: Path) -> None:
             time.sleep(0.1)
         assert statuses and statuses[-1] == health_pb2.HealthCheckResponse.SERVING, statuses
 
+        # The container's HEALTHCHECK command.
+        healthy = subprocess.run(
+            [str(BIN / "voice-agent"), "health", "--server", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert healthy.returncode == 0, healthy.stderr
+
         # Server reflection, as grpcurl / buf curl use it.
         reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
         reply = next(
@@ -127,3 +136,10 @@ def test_serve_then_talk_from_a_wav(tmp_path: Path) -> None:
             output, _ = server.communicate()
     assert server.returncode == 0, output
     assert "draining" in output
+    gone = subprocess.run(
+        [str(BIN / "voice-agent"), "health", "--server", f"127.0.0.1:{port}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert gone.returncode == 1
