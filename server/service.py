@@ -112,13 +112,17 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
             self.sessions.add(session)
             self.no_sessions.clear()
             started, status = time.monotonic(), "OK"
+            ending: tuple[grpc.StatusCode, str] | None = None
             _log_session("session_start", setup, peer=context.peer())
             try:
                 async for message in session.run(request_iterator):
                     yield message
             except SessionFailure as failure:
+                # Abort outside this block: an abort raised here would chain the failure, whose
+                # traceback holds this frame and so the whole Session, into the RPC state grpc
+                # keeps after the call (found by the fuzz tests).
+                ending = (failure.code, failure.message)
                 status = failure.code.name
-                await context.abort(failure.code, failure.message)
             except asyncio.CancelledError:
                 status = "CANCELLED"
                 raise
@@ -133,6 +137,9 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
                     turns=session.turns,
                     duration_s=round(time.monotonic() - started, 3),
                 )
+            if ending is not None:
+                del session
+                await context.abort(*ending)
         finally:
             self._active -= 1
             SESSIONS_ACTIVE.dec()

@@ -62,6 +62,16 @@ class SessionSetup:
     idle_timeout: float = 0.0  # seconds without input before the session is closed; 0: never
 
 
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel `task` and wait until it has stopped.
+
+    Not `with suppress(CancelledError): await task`: that would also swallow a cancellation of
+    the *caller* (a hangup closing the session meanwhile), leaving it running forever.
+    """
+    task.cancel()
+    await asyncio.wait([task])
+
+
 def _ms(start: float | None, end: float | None) -> float:
     if start is None or end is None:
         return 0.0
@@ -180,9 +190,7 @@ class AgentResponse:
             await speaker
         finally:
             if not speaker.done():
-                speaker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await speaker
+                await cancel_and_wait(speaker)
         self.finished = True
         self.text = self.text.strip()
         # A speculative answer may be complete before its turn ends; its metrics need the
@@ -435,8 +443,7 @@ class Session:
         # Half-close: let the agent finish what it is saying, then end.
         for response in (self._speculative, self._current):
             if response is not None and response.task is not None and response.committed:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await response.task
+                await asyncio.wait([response.task])  # its own outcome is reported elsewhere
         self._end()
 
     async def _on_text(self, text: str) -> None:
@@ -645,9 +652,7 @@ class Session:
         self._current = None
         was_running = response.task is not None and not response.task.done()
         if was_running:
-            response.task.cancel()  # type: ignore[union-attr]
-            with contextlib.suppress(asyncio.CancelledError):
-                await response.task  # type: ignore[misc]
+            await cancel_and_wait(response.task)  # type: ignore[arg-type]
         stopped = time.monotonic()
         heard = response.spoken_text(stopped)
         if response.history_entry is not None:

@@ -15,7 +15,6 @@ the user resumed speaking is dropped (each resume starts a new "epoch").
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -92,13 +91,11 @@ class VadTurnStream(STTStream):
 
     async def aclose(self) -> None:
         tasks = [self._worker, self._eager_task, self._interim_task, self._final_task]
-        for task in tasks:
-            if task is not None:
-                task.cancel()
-        for task in tasks:
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        running = [task for task in tasks if task is not None]
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running)  # not suppress(CancelledError): ours must propagate
         self._events.put_nowait(None)
 
     # --- the VAD loop -----------------------------------------------------------------------
