@@ -62,6 +62,7 @@ TONE_FRAMES = 50  # 1 s of speech
 GAP_FRAMES = 100  # 2 s of silence: END_OF_TURN at 640 ms, the answer, its 0.7 s of playback
 OPEN_STAGGER_S = 2.0
 GOOD_P99_MS = 100.0
+NOISY_CPU = 0.2  # other processes' CPU (cores) above which a step is run again
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SECTION = "## Concurrency: real-time streams per server process (scripted backends)"
 PLOT = ROOT / "bench" / "concurrency.png"
@@ -597,8 +598,12 @@ def good(row: dict[str, Any]) -> bool:
 
 
 def retried(row: dict[str, Any]) -> str:
-    first = row.get("first_try_p99_ms")
-    return f" (2nd try; 1st p99 {first:.0f} ms)" if first is not None else ""
+    """The other attempts of a step, if any: their p99 and other CPU."""
+    attempts = row.get("attempts", [])
+    if len(attempts) < 2:
+        return ""
+    listed = "; ".join(f"p99 {p:.0f} ms, other CPU {100 * o:.0f} %" for p, o in attempts)
+    return f" ({len(attempts)} attempts: {listed})"
 
 
 def best_n(rows: list[dict[str, Any]]) -> int:
@@ -667,6 +672,7 @@ def report(
             )
     headline = [
         f"- **{name}** ({VARIANTS[name][2]}): **{best_n(rows)}** streams"
+        + (" or more (the ramp ended before it failed)" if good(rows[-1]) else "")
         for name, rows in runs.items()
     ]
     where: list[str] = []
@@ -705,9 +711,10 @@ def report(
             "measures what removing it buys. With Silero the model takes ~80 us a window, so the "
             "fix is to batch windows of many sessions into one ONNX call on one worker, not to "
             "run Silero on the loop.",
-            "- The rest is per-message gRPC cost: the client sends 50 messages a second per stream. "
-            "Fewer, larger messages (40-60 ms frames) divide it; a native edge (the SIP bridge or "
-            "a C++/Go front end) terminating gRPC and passing batched audio to Python would remove it.",
+            "- Most of the rest is per-message gRPC cost: each stream sends 50 messages a second. "
+            "Fewer, larger messages (40-60 ms frames) divide it; a front end in a compiled "
+            "language terminating gRPC and handing batched audio to Python would take it off the "
+            "GIL.",
             "- Several processes on one port (SO_REUSEPORT, the 2-process rows) spread the work "
             "over cores on a larger machine; on this 2-core box they compete with the load "
             "generator, so they cannot show their gain here.",
@@ -742,8 +749,9 @@ def report(
             "both while processing that very 32 ms window (silence is counted in audio, not wall "
             "time), so this is how far behind real time the server's audio path runs, plus "
             "loopback and the client's own reaction time.",
-            "- A step that fails is run a second time (this machine is shared; one stall near the "
-            "knee decides a step); the table shows the second result and the first p99.",
+            f"- A step during which other processes used more than {100 * NOISY_CPU:.0f} % of a "
+            "core is run again (up to --retries times); the attempt with the least other CPU "
+            "counts, whatever its result, and the streams column lists every attempt.",
             "- Client send lag: a frame's actual send time minus its schedule; large values mean the "
             "load generator, not the server, fell behind (or gRPC flow control held the write).",
             "- Errors: RPC failures, in-stream Error messages, spoken turns without an "
@@ -791,13 +799,21 @@ def ramp(args: argparse.Namespace, name: str, started: float) -> tuple[list[dict
             if time.monotonic() - started + args.seconds + 10 > args.budget:
                 print(f"[{name}] time budget reached before N={n}", flush=True)
                 break
-            row = run_step(server, target, n, args.seconds, args.clients, args.per_channel)
-            if not good(row) and args.retries > 0 and row["p99_ms"] < 10 * GOOD_P99_MS:
-                # Near the knee one stall (this machine is shared) decides a step: try it again.
-                print(f"[{name}] N={n}: p99 {row['p99_ms']:.0f} ms, trying again", flush=True)
-                again = run_step(server, target, n, args.seconds, args.clients, args.per_channel)
-                again["first_try_p99_ms"] = row["p99_ms"]
-                row = again
+            attempts = [run_step(server, target, n, args.seconds, args.clients, args.per_channel)]
+            while len(attempts) <= args.retries and attempts[-1]["other_cpu"] > NOISY_CPU:
+                last = attempts[-1]
+                # The machine is shared: a step during which other processes took CPU is run
+                # again; the least disturbed attempt counts (not the best result).
+                print(
+                    f"[{name}] N={n}: p99 {last['p99_ms']:.0f} ms with other CPU "
+                    f"{100 * last['other_cpu']:.0f}%, trying again",
+                    flush=True,
+                )
+                attempts.append(
+                    run_step(server, target, n, args.seconds, args.clients, args.per_channel)
+                )
+            row = min(attempts, key=lambda r: r["other_cpu"])
+            row["attempts"] = [(a["p99_ms"], a["other_cpu"]) for a in attempts]
             rows.append(row)
             print(
                 f"[{name}] N={n:4d}  delay p50 {row['p50_ms']:7.1f} p99 {row['p99_ms']:7.1f} "
@@ -846,7 +862,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2, help="load-generator processes")
     parser.add_argument("--per-channel", type=int, default=10, help="streams per gRPC connection")
     parser.add_argument(
-        "--retries", type=int, default=1, help="re-run a failing step once (0: never)"
+        "--retries", type=int, default=2, help="re-runs of a step other processes disturbed"
     )
     parser.add_argument("--budget", type=float, default=540.0, help="stop ramping after this")
     parser.add_argument(

@@ -7,21 +7,22 @@ at once, everything measured is the framework's own cost per turn (queues, tasks
 cutting, audio framing, history; for us also gRPC when it is in the path).
 
 Per-turn overhead: from the moment a finished user turn is handed to the framework to the
-moment its first agent audio comes out. The turn is the same typed text on every side:
-- ours over gRPC: a real Converse stream to a server in another process, over loopback;
-  timed on the client from sending ConverseRequest.text to receiving the first Audio message
-  (includes protobuf serialization both ways and HTTP/2 on loopback);
+moment its first agent audio comes out. The turn is the same typed text on every side, and
+each framework runs twice, with and without a network edge:
+- ours over gRPC: a real Converse stream to our server in another process, over loopback;
+  timed on the client from sending ConverseRequest.text to receiving the first Audio message;
 - ours in-process: the same servicer (VoiceAgentService.Converse -> Session) driven directly
-  with request objects, no gRPC; from queueing the request to the first Audio response;
-- Pipecat (pipecat-ai 1.14.0, own virtualenv, created here if missing): PipelineWorker +
-  WorkerRunner over [user context aggregator, LLM stand-in (an LLMService), TTS stand-in
-  (a TTSService, Pipecat's own sentence aggregation), probe, assistant context aggregator];
-  from queue_frame(LLMMessagesAppendFrame(user text, run_llm=True)) to the first
-  TTSAudioRawFrame at the probe.
+  with request objects, no gRPC;
+- Pipecat in-process (pipecat-ai 1.14.0 in its own virtualenv, created here if missing):
+  PipelineWorker + WorkerRunner over [user context aggregator, LLM stand-in (an LLMService),
+  TTS stand-in (a TTSService), probe, assistant context aggregator]; from
+  queue_frame(LLMMessagesAppendFrame(user text, run_llm=True)) to the first TTSAudioRawFrame;
+- Pipecat over its WebSocket server transport (protobuf frames) with the client in another
+  process: a final TranscriptionFrame in, the first audio message back.
 Stand-ins, identical on both sides: the LLM streams "Sure. Here is my answer to that." one
 word per delta with no wait; the TTS returns 0.1 s of 16 kHz tone per word at once, at the
 output rate (no resampling anywhere). Each side keeps the conversation history. Turns run
-one at a time, 20 ms apart, in sessions of --turns turns; rounds of the three alternate so
+one at a time, 20 ms apart, in sessions of --turns turns; rounds of the four runs alternate so
 machine noise hits them alike.
 """
 
