@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from benchmarks_md import write_section  # bench/ is sys.path[0] when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -770,15 +771,6 @@ def report(
             "",
         ]
     )
-
-
-def write_section(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
-    """Replace this benchmark's section (matched by heading), keep every other one."""
-    heading = text.splitlines()[0]
-    current = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    sections = re.split(r"(?m)^(?=## )", current)
-    kept = [s for s in sections if not s.startswith(heading)]
-    path.write_text("".join(kept).rstrip() + "\n\n" + text)
 
 
 def ramp(args: argparse.Namespace, name: str, started: float) -> tuple[list[dict[str, Any]], float]:

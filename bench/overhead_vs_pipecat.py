@@ -47,6 +47,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from benchmarks_md import write_section  # bench/ is sys.path[0] when run as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 PIPECAT_VERSION = "1.14.0"
 REPLY = "Sure. Here is my answer to that."  # the same as bench/scripted_backends.py
@@ -686,15 +688,6 @@ def report(results: dict[str, list[float]], command: str, meta: str) -> str:
             "",
         ]
     )
-
-
-def write_section(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
-    """Replace this benchmark's section (matched by heading), keep every other one."""
-    heading = text.splitlines()[0]
-    current = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    sections = re.split(r"(?m)^(?=## )", current)
-    kept = [s for s in sections if not s.startswith(heading)]
-    path.write_text("".join(kept).rstrip() + "\n\n" + text)
 
 
 def compare(args: argparse.Namespace) -> None:

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from benchmarks_md import write_section  # bench/ is sys.path[0] when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -183,14 +184,6 @@ def report(results: dict[str, list[float]], command: str, n: int) -> str:
             "",
         ]
     )
-
-
-def write_section(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
-    heading = text.splitlines()[0]
-    current = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    sections = re.split(r"(?m)^(?=## )", current)
-    kept = [s for s in sections if not s.startswith(heading)]
-    path.write_text("".join(kept).rstrip() + "\n\n" + text)
 
 
 def main() -> None:
