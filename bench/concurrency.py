@@ -716,11 +716,27 @@ def report(
             "Fewer, larger messages (40-60 ms frames) divide it; a front end in a compiled "
             "language terminating gRPC and handing batched audio to Python would take it off the "
             "GIL.",
-            "- Several processes on one port (SO_REUSEPORT, the 2-process rows) spread the work "
-            "over cores on a larger machine; on this 2-core box they compete with the load "
-            "generator, so they cannot show their gain here.",
-            "",
         ]
+        two = runs.get("2 processes", [])
+        if two:
+            top = max(two, key=lambda r: r["server_cpu"] + r["client_cpu"])
+            limits.append(
+                "- Several processes on one port (SO_REUSEPORT, the 2-process rows) spread the "
+                "work over cores; on this 2-core box the gain is capped because the load generator "
+                f"needs the second core too (at N={top['n']} the servers and the load generator "
+                f"used {100 * (top['server_cpu'] + top['client_cpu']):.0f} % of the 200 %)."
+            )
+        over = next((r for r in base if not good(r)), None)
+        if over is not None:
+            limits.append(
+                f"- Past the knee nothing pushes back: at N={over['n']} the delay is "
+                f"{over['p50_ms']:.0f} ms p50 / {over['p99_ms']:.0f} ms p99 while the client's "
+                f"writes still go through at once (send lag p99 {over['send_lag_p99_ms']:.0f} ms) "
+                f"and {over['errors']} errors are reported: the backlog waits in buffers (gRPC "
+                "flow-control windows, the server's queues) instead of streams being refused or "
+                "shed; the static MAX_SESSIONS cap is the only guard."
+            )
+        limits.append("")
     kinds = {k: v for rows in runs.values() for r in rows for k, v in r["error_kinds"].items()}
     return "\n".join(
         [
