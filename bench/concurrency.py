@@ -19,7 +19,7 @@ the send time of the frame holding the last sample of the audio it covers
 (Transcript.audio_window_end_ms), both on the client's clock. Both events are emitted while the
 server processes that very window (silence is counted in audio, not in wall time), so at zero
 load the delay is loopback + one pass through the turn detector; any backlog in the server
-(gRPC reads, the VAD worker hop, the event loop) adds to it. Server CPU and RSS come from
+(gRPC reads, the shared VAD worker, the event loop) adds to it. Server CPU and RSS come from
 /proc/<pid> of the server process.
 """
 
@@ -39,7 +39,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
@@ -72,33 +71,15 @@ PLOT = ROOT / "bench" / "concurrency.png"
 # --- the server process ---------------------------------------------------------------------
 
 
-class InlineExecutor(ThreadPoolExecutor):
-    """What-if: run_in_executor(None, ...) runs the call at once on the event loop's thread.
-
-    The turn detector hands every batch of audio windows to the default executor; for a VAD
-    that takes microseconds the thread hop costs more than the work. Server code is untouched:
-    only the loop's default executor is swapped, in this bench process.
-    """
-
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
-        future: Future[Any] = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as err:
-            future.set_exception(err)
-        return future
-
-
-def serve(max_sessions: int, max_seconds: float, port: int, inline_vad: bool) -> None:
+def serve(max_sessions: int, max_seconds: float, port: int) -> None:
     """A VoiceAgentServer with scripted backends; prints its port, ends on SIGTERM or stdin EOF."""
     from bench.scripted_backends import BenchLLM, BenchSTT, BenchTTS
+    from bench.server_process import serve_for_parent
     from server.backends.registry import Backends
     from server.main import VoiceAgentServer
     from server.settings import Settings
 
     async def main() -> None:
-        if inline_vad:
-            asyncio.get_running_loop().set_default_executor(InlineExecutor(max_workers=1))
         backends = Backends(
             stt={BenchSTT.name: BenchSTT(delay=0.005)},
             llm={BenchLLM.name: BenchLLM(token_delay=0.005)},
@@ -113,30 +94,13 @@ def serve(max_sessions: int, max_seconds: float, port: int, inline_vad: bool) ->
             max_sessions=max_sessions,
             database_url="sqlite:///:memory:",
         )
-        server = VoiceAgentServer(settings, backends)
-        await server.start()
-        await server.wait_ready()
-        print(f"PORT {server.port}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-
-        def on_stdin() -> None:
-            if not os.read(sys.stdin.fileno(), 1024):  # the bench is gone
-                loop.remove_reader(sys.stdin.fileno())
-                stop.set()
-
-        loop.add_reader(sys.stdin.fileno(), on_stdin)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), max_seconds)
-        await server.stop(0)
+        await serve_for_parent(VoiceAgentServer(settings, backends), max_seconds)
 
     asyncio.run(main())
 
 
 def start_servers(
-    count: int, max_sessions: int, max_seconds: float, inline_vad: bool
+    count: int, max_sessions: int, max_seconds: float
 ) -> tuple[list[subprocess.Popen[bytes]], int]:
     """`count` server processes on one port (gRPC sets SO_REUSEPORT: the kernel spreads
     connections over them); returns them and the port."""
@@ -145,7 +109,7 @@ def start_servers(
     for _ in range(count):
         command = [sys.executable, str(Path(__file__).resolve()), "serve"]
         command += ["--max-sessions", str(max_sessions), "--max-seconds", str(max_seconds)]
-        command += ["--port", str(port)] + (["--inline-vad"] if inline_vad else [])
+        command += ["--port", str(port)]
         proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT)
         procs.append(proc)
         assert proc.stdout is not None
@@ -494,9 +458,9 @@ def profile_server(pid: int, seconds: float, out: Path) -> subprocess.Popen[byte
 
 # Where a sample's time goes: the first of these found walking its stack from the leaf up.
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
-    ("VAD compute (energy VAD, numpy)", ("probabilities (",)),
+    ("VAD worker: batched compute (energy VAD, numpy)", ("server/vad.py",)),
     (
-        "thread-pool hop per VAD batch (submit, worker wake-up, future chaining, self-pipe)",
+        "thread hand-offs (VAD results woken into the loop, thread pools, self-pipe)",
         (
             "concurrent/futures",
             "run_in_executor",
@@ -581,16 +545,10 @@ def cpu_model() -> str:
     return "unknown CPU"
 
 
-VARIANTS: dict[str, tuple[int, bool, str]] = {
-    # name: (server processes, inline VAD, what it is)
-    "1 process": (1, False, "the server as shipped, one process"),
-    "1 process + inline VAD": (
-        1,
-        True,
-        "what-if: the VAD runs on the event loop thread instead of a thread-pool hop per batch",
-    ),
-    "2 processes": (2, False, "two server processes on one port (SO_REUSEPORT), as shipped"),
-    "2 processes + inline VAD": (2, True, "what-if: both of the above"),
+VARIANTS: dict[str, tuple[int, str]] = {
+    # name: (server processes, what it is)
+    "1 process": (1, "the server as shipped, one process"),
+    "2 processes": (2, "two server processes on one port (SO_REUSEPORT), as shipped"),
 }
 
 
@@ -672,7 +630,7 @@ def report(
                 f"{100 * r['client_cpu']:.0f} % | {100 * r['other_cpu']:.0f} % |"
             )
     headline = [
-        f"- **{name}** ({VARIANTS[name][2]}): **{best_n(rows)}** streams"
+        f"- **{name}** ({VARIANTS[name][1]}): **{best_n(rows)}** streams"
         + (" or more (the ramp ended before it failed)" if good(rows[-1]) else "")
         for name, rows in runs.items()
     ]
@@ -703,15 +661,13 @@ def report(
             f"- At N={mid['n']} one stream costs the server {server_ms:.1f} ms of CPU per second "
             f"and the load generator {client_ms:.1f} ms (50 audio messages a second each way "
             "through Python gRPC). A server process cannot use more than about one core of Python "
-            "work (one GIL shared by the event loop, the VAD thread pool and gRPC's callbacks), so "
+            "work (one GIL shared by the event loop, the VAD worker and gRPC's callbacks), so "
             f"one process tops out near {1000 / server_ms:.0f} streams at this cost, and 500 "
             f"streams of this load generator alone would need {500 * client_ms / 1000:.1f} cores.",
-            "- The thread-pool hop the turn detector makes for every batch of audio windows "
-            "(`run_in_executor` in `VadTurnStream._run`) costs more than the VAD itself; the "
-            "inline-VAD what-if (same code, the loop's default executor runs the call in place) "
-            "measures what removing it buys. With Silero the model takes ~80 us a window, so the "
-            "fix is to batch windows of many sessions into one ONNX call on one worker, not to "
-            "run Silero on the loop.",
+            "- The turn detectors of all sessions share one VAD worker thread (server/vad.py): "
+            "it batches every window queued since its last step into one model call and wakes the "
+            "event loop once per step for all sessions. (Before that, each session's batch was a "
+            "thread-pool hop of its own: 22 % of the server's time at N=150, more than the VAD.)",
             "- Most of the rest is per-message gRPC cost: each stream sends 50 messages a second. "
             "Fewer, larger messages (40-60 ms frames) divide it; a front end in a compiled "
             "language terminating gRPC and handing batched audio to Python would take it off the "
@@ -791,8 +747,8 @@ def report(
 
 def ramp(args: argparse.Namespace, name: str, started: float) -> tuple[list[dict[str, Any]], float]:
     """One variant's ramp over args.steps; stops when the server no longer keeps up."""
-    count, inline_vad, _ = VARIANTS[name]
-    procs, port = start_servers(count, max(args.steps) + 100, args.budget + 120, inline_vad)
+    count, _ = VARIANTS[name]
+    procs, port = start_servers(count, max(args.steps) + 100, args.budget + 120)
     server = ProcStat([p.pid for p in procs])
     target = f"127.0.0.1:{port}"
     rows: list[dict[str, Any]] = []
@@ -853,7 +809,6 @@ def main() -> None:
     srv.add_argument("--max-sessions", type=int, default=2000)
     srv.add_argument("--max-seconds", type=float, default=900)
     srv.add_argument("--port", type=int, default=0)
-    srv.add_argument("--inline-vad", action="store_true")
     parser.add_argument(
         "--steps",
         type=lambda s: [int(x) for x in s.split(",")],
@@ -880,7 +835,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="record in BENCHMARKS.md + PNG")
     args = parser.parse_args()
     if args.command == "serve":
-        serve(args.max_sessions, args.max_seconds, args.port, args.inline_vad)
+        serve(args.max_sessions, args.max_seconds, args.port)
         return
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:

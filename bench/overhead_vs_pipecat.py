@@ -365,25 +365,11 @@ def our_settings(port: int = 0) -> Any:
 def serve(max_seconds: float) -> None:
     """Our server with the instant stand-ins; prints its port; ends on stdin EOF or timeout."""
     _our_imports()
+    from bench.server_process import serve_for_parent
     from server.main import VoiceAgentServer
 
     async def main() -> None:
-        server = VoiceAgentServer(our_settings(), our_backends())
-        await server.start()
-        await server.wait_ready()
-        print(f"PORT {server.port}", flush=True)
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-
-        def on_stdin() -> None:
-            if not os.read(sys.stdin.fileno(), 1024):
-                loop.remove_reader(sys.stdin.fileno())
-                stop.set()
-
-        loop.add_reader(sys.stdin.fileno(), on_stdin)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), max_seconds)
-        await server.stop(0)
+        await serve_for_parent(VoiceAgentServer(our_settings(), our_backends()), max_seconds)
 
     asyncio.run(main())
 

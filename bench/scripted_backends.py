@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from server.backends.llm.base import LLM, ChatMessage
 from server.backends.stt.base import STT, STTStream, TurnOptions
 from server.backends.tts.base import TTS, SynthesizedAudio, VoiceInfo
 from server.turns import VadTurnStream
-from server.vad import VadStream, VoiceActivityDetector
+from server.vad import VoiceActivityDetector
 
 REPLY = "Sure. Here is my answer to that."
 SECONDS_PER_WORD = 0.1
@@ -28,14 +28,12 @@ VOICED_RMS = 500.0
 class EnergyVAD(VoiceActivityDetector):
     """Speech is any 32 ms window louder than VOICED_RMS: no model, microseconds a window."""
 
-    class _Stream(VadStream):
-        def probabilities(self, windows: np.ndarray) -> list[float]:
-            x = windows.astype(np.float32)
-            rms = np.sqrt(np.mean(x * x, axis=1))
-            return [1.0 if r > VOICED_RMS else 0.0 for r in rms]
+    def initial_state(self) -> None:
+        return None
 
-    def new_stream(self) -> VadStream:
-        return self._Stream()
+    def step(self, states: list[Any], windows: np.ndarray) -> np.ndarray:
+        x = windows.astype(np.float32)
+        return (np.sqrt(np.mean(x * x, axis=1)) > VOICED_RMS).astype(np.float32)
 
 
 class LeanTranscriber:
@@ -60,9 +58,13 @@ class BenchSTT(STT):
 
     def __init__(self, delay: float = 0.0) -> None:
         self.transcriber = LeanTranscriber(delay)
+        self.vad = EnergyVAD()
 
     def open_stream(self, options: TurnOptions) -> STTStream:
-        return VadTurnStream(self.transcriber, EnergyVAD(), options)
+        return VadTurnStream(self.transcriber, self.vad, options)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.vad.close)
 
 
 class BenchLLM(LLM):

@@ -106,7 +106,7 @@ class VadTurnStream(STTStream):
             if item is None:
                 break
             pcm, received_at = item
-            # Take everything queued meanwhile: one hop to the worker thread per batch.
+            # Take everything queued meanwhile: one VAD request per batch.
             while not self._inbox.empty():
                 more = self._inbox.get_nowait()
                 if more is None:
@@ -119,9 +119,7 @@ class VadTurnStream(STTStream):
             if n == 0:
                 continue
             windows = audio[: n * WINDOW].reshape(n, WINDOW)
-            probs = await asyncio.get_running_loop().run_in_executor(
-                None, self._vad.probabilities, windows
-            )
+            probs = await self._vad.probabilities(windows)
             for window, prob in zip(windows, probs, strict=True):
                 await self._on_window(window, prob, received_at)
 

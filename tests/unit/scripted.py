@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from server.backends.llm.base import LLM, ChatMessage
 from server.backends.stt.base import STT, STTStream, TurnOptions
 from server.backends.tts.base import TTS, SynthesizedAudio, VoiceInfo
 from server.turns import VadTurnStream
-from server.vad import VadStream, VoiceActivityDetector
+from server.vad import VoiceActivityDetector
 
 RATE = 16000
 
@@ -32,13 +32,14 @@ def silence(seconds: float, rate: int = RATE) -> np.ndarray:
 
 
 class EnergyVAD(VoiceActivityDetector):
-    class _Stream(VadStream):
-        def probabilities(self, windows: np.ndarray) -> list[float]:
-            rms = np.sqrt(np.mean(windows.astype(np.float64) ** 2, axis=1))
-            return [1.0 if r > 500 else 0.0 for r in rms]
+    """Speech is any window louder than RMS 500; batched by the real detector machinery."""
 
-    def new_stream(self) -> VadStream:
-        return self._Stream()
+    def initial_state(self) -> None:
+        return None
+
+    def step(self, states: list[Any], windows: np.ndarray) -> np.ndarray:
+        rms = np.sqrt(np.mean(windows.astype(np.float64) ** 2, axis=1))
+        return (rms > 500).astype(np.float64)
 
 
 class ScriptedTranscriber:
@@ -62,9 +63,13 @@ class ScriptedSTT(STT):
 
     def __init__(self, delay: float = 0.01) -> None:
         self.transcriber = ScriptedTranscriber(delay)
+        self.vad = EnergyVAD()
 
     def open_stream(self, options: TurnOptions) -> STTStream:
-        return VadTurnStream(self.transcriber, EnergyVAD(), options)
+        return VadTurnStream(self.transcriber, self.vad, options)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.vad.close)
 
 
 class ScriptedLLM(LLM):

@@ -9,11 +9,13 @@ from server.backends.stt.base import TurnOptions, TurnUpdate
 from server.turns import VadTurnStream
 from tests.unit.scripted import EnergyVAD, ScriptedTranscriber, silence, tone
 
+VAD = EnergyVAD()  # one detector for every stream, as in a server
+
 
 async def run(
     audio: np.ndarray, options: TurnOptions | None = None, settle: float = 0.3
 ) -> list[TurnUpdate]:
-    stream = VadTurnStream(ScriptedTranscriber(), EnergyVAD(), options or TurnOptions())
+    stream = VadTurnStream(ScriptedTranscriber(), VAD, options or TurnOptions())
     events: list[TurnUpdate] = []
 
     async def collect() -> None:

@@ -52,6 +52,8 @@ class WhisperSTT(STT):
 
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._vad is not None:
+            await asyncio.to_thread(self._vad.close)
 
     def open_stream(self, options: TurnOptions) -> STTStream:
         if self._vad is None:
