@@ -29,6 +29,9 @@ from server.sentences import SentenceSplitter, speakable
 log = logging.getLogger(__name__)
 
 AUDIO_CHUNK_MS = 100  # agent audio goes out in messages of at most this much
+# The agent's text goes out once per sentence piece (as it goes to TTS), or after this long:
+# a message per LLM token would put several messages ahead of the first audio of a turn.
+TEXT_BATCH_SECONDS = 0.15
 HISTORY_MESSAGES = 16  # plus the system prompt; older turns fall out of the LLM's context
 MAX_AUDIO_SECONDS = 2  # per audio message; clients send 20-100 ms frames
 
@@ -177,13 +180,23 @@ class AgentResponse:
                 queue.put_nowait(self.fixed_text)
             else:
                 splitter = SentenceSplitter()
+                unsent, unsent_since = "", 0.0  # text deltas go out in batches, see TEXT_BATCH
                 async for delta in self.llm.stream(self.messages, self.llm_model):
+                    now = time.monotonic()
                     if self.llm_first_token_at is None:
-                        self.llm_first_token_at = time.monotonic()
+                        self.llm_first_token_at = now
                     self.text += delta
-                    self.emit(_agent_text(self.turn_id, delta=delta))
-                    for piece in splitter.push(delta):
+                    if not unsent:
+                        unsent_since = now
+                    unsent += delta
+                    pieces = splitter.push(delta)
+                    if pieces or now - unsent_since >= TEXT_BATCH_SECONDS:
+                        self.emit(_agent_text(self.turn_id, delta=unsent))
+                        unsent = ""
+                    for piece in pieces:
                         queue.put_nowait(piece)
+                if unsent:
+                    self.emit(_agent_text(self.turn_id, delta=unsent))
                 for piece in splitter.flush():
                     queue.put_nowait(piece)
             queue.put_nowait(None)

@@ -96,6 +96,9 @@ async def test_typed_turns_stream_text_audio_metrics_and_keep_history(
     final = call.finals()[0]
     assert final.text == "Paris is the capital, of course. Anything else?"
     assert "".join(t.delta for t in call.of("agent_text")) == final.text
+    # one text message per sentence piece (3: "Paris is the capital,", "of course.",
+    # "Anything else?"), not one per token (8), then the final
+    assert len(call.of("agent_text")) == 3 + 1
     # 8 words at 0.1 s each, at 24 kHz LINEAR16
     audio_bytes = sum(len(a.audio) for a in call.of("audio"))
     assert abs(audio_bytes - 8 * 0.1 * 24000 * 2) < 200
