@@ -103,6 +103,7 @@ class VoiceAgentServer:
     async def start(self) -> None:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
+        self.service.loop_lag.start()
         self._loader = asyncio.create_task(self._load(), name="load-backends")
 
     async def _load(self) -> None:
@@ -160,6 +161,7 @@ class VoiceAgentServer:
             self.defaults.close()
         )  # ends WatchConfig streams, which would otherwise hold the drain
         await self.server.stop(grace)
+        await self.service.loop_lag.stop()
         await self.backends.aclose()
         self.campaigns.close()
 

@@ -17,6 +17,7 @@ from server.audio import AudioFormatError, Format, OutboundAudio, validate_forma
 from server.backends.registry import BackendError, Backends
 from server.backends.stt.base import TurnOptions
 from server.campaign_store import CampaignNotFound, CampaignRecord, CampaignStore
+from server.load import LoopLagMonitor
 from server.metrics import SESSIONS_ACTIVE, SESSIONS_TOTAL
 from server.options import (
     OptionError,
@@ -66,6 +67,7 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
         self.no_sessions.set()
         self._active = 0
         self.sessions: set[Session] = set()
+        self.loop_lag = LoopLagMonitor(settings.max_loop_lag_ms)
 
     async def Converse(
         self,
@@ -87,6 +89,12 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"this instance already runs {self._active} sessions (MAX_SESSIONS="
                 f"{self._settings.max_sessions}); retry on another instance or later",
+            )
+        if self.loop_lag.overloaded():
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this instance is overloaded: its event loop runs {self.loop_lag.lag_ms:.0f} ms "
+                f"late (MAX_LOOP_LAG_MS={self.loop_lag.limit_ms:g}); retry on another instance",
             )
         self._active += 1
         SESSIONS_ACTIVE.inc()

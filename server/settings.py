@@ -29,6 +29,8 @@ class Settings:
     tts: str = "piper"
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     max_sessions: int = 64
+    # New streams are refused while the event loop runs timers later than this (0: never).
+    max_loop_lag_ms: int = 200
     drain_seconds: int = 20
     preload: bool = True
     # sqlite:///path, sqlite:///:memory: or postgresql://...; empty: SQLite under the data dir
@@ -52,6 +54,7 @@ class Settings:
             tts=os.environ.get("VOICE_AGENT_TTS") or "piper",
             system_prompt=os.environ.get("VOICE_AGENT_SYSTEM_PROMPT") or DEFAULT_SYSTEM_PROMPT,
             max_sessions=_int("MAX_SESSIONS", 64),
+            max_loop_lag_ms=_int("MAX_LOOP_LAG_MS", 200),
             drain_seconds=_int("DRAIN_SECONDS", 20),
             database_url=os.environ.get("DATABASE_URL", ""),
             token=os.environ.get("VOICE_AGENT_TOKEN", ""),

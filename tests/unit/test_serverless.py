@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -166,3 +168,40 @@ async def test_one_json_log_line_per_session_start_and_end(
         ("session_end", session_id),
     ]
     assert lines[1]["status"] == "OK" and lines[1]["turns"] == 1
+
+
+async def eventually(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{condition} still false after {seconds} s")
+
+
+async def test_new_streams_are_refused_while_the_event_loop_lags(
+    start_server: StartServer, open_call
+) -> None:
+    s = await start_server(max_loop_lag_ms=30)
+    running: Call = await open_call(s.target)
+    await running.wait_for(lambda c: bool(c.of("session_started")))
+    stop = asyncio.Event()
+
+    async def hog_the_loop() -> None:  # what an overloaded instance looks like from inside
+        while not stop.is_set():
+            time.sleep(0.08)  # noqa: ASYNC251 - blocking the loop is the point
+            await asyncio.sleep(0.02)
+
+    hog = asyncio.create_task(hog_the_loop())
+    try:
+        await eventually(s.server.service.loop_lag.overloaded)
+        refused: Call = await open_call(s.target)
+        await asyncio.wait_for(refused.done.wait(), 5)
+        assert refused.status == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "MAX_LOOP_LAG_MS" in refused.details
+    finally:
+        stop.set()
+        await hog
+    await eventually(lambda: not s.server.service.loop_lag.overloaded())
+    accepted: Call = await open_call(s.target)
+    await accepted.wait_for(lambda c: bool(c.of("session_started")))
+    assert not running.done.is_set()  # a running stream is never cut for load
