@@ -639,7 +639,8 @@ def report(results: dict[str, list[float]], command: str, meta: str) -> str:
             "",
             f"Where ours spends it over gRPC: the turn's first response reaches the client after "
             f"{first:.2f} ms (median; it is an `AgentText` delta), and {ahead:.0f} messages (the "
-            f"reply's `AgentText` deltas, one per LLM token) go out before the first `Audio`, "
+            f"reply's `AgentText` deltas, one per sentence piece since the text is batched; one "
+            "per LLM token before) go out before the first `Audio`, "
             f"about {per_message:.2f} ms each: every response is its own gRPC message, written one "
             "at a time by the servicer's async generator. In-process the whole turn costs "
             f"{med[OURS_LOCAL]:.2f} ms.",

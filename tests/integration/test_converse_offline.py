@@ -71,7 +71,7 @@ async def test_two_questions_three_seconds_apart_are_two_turns(offline_server, o
     audio = np.concatenate(
         [
             pause(0.3),
-            speak("What is the capital of France?"),
+            speak("What is the weather in Paris today?"),
             pause(3.0),
             speak("And what about Germany?"),
             pause(1.5),
