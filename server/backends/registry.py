@@ -14,12 +14,14 @@ from server.backends.base import Backend
 from server.backends.llm.base import LLM
 from server.backends.llm.llama_cpp import LlamaCppLLM
 from server.backends.stt.base import STT
+from server.backends.stt.deepgram_flux import DeepgramFluxSTT
 from server.backends.stt.whisper import WhisperSTT
 from server.backends.tts.base import TTS
 from server.backends.tts.piper import PiperTTS
 
 STT_BACKENDS: dict[str, type[STT]] = {
     WhisperSTT.name: WhisperSTT,
+    DeepgramFluxSTT.name: DeepgramFluxSTT,
 }
 LLM_BACKENDS: dict[str, type[LLM]] = {
     LlamaCppLLM.name: LlamaCppLLM,
