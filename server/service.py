@@ -391,15 +391,16 @@ def _turn_options(detection: pb.TurnDetection, language: str) -> TurnOptions:
             "config.turn_detection.eager_end_of_turn_silence_ms must be below end_of_turn_silence_ms",
         )
     thresholds: dict[str, float] = {}
-    for name, (low, high) in FLUX_THRESHOLD_RANGES.items():
+    for name, (lowest, highest) in FLUX_THRESHOLD_RANGES.items():
         if detection.HasField(name):
-            value = round(getattr(detection, name), 3)  # a float32 on the wire: 0.7 -> 0.699999
-            if not low <= value <= high:
+            # a float32 on the wire: 0.7 arrives as 0.699999988
+            threshold = round(float(getattr(detection, name)), 3)
+            if not lowest <= threshold <= highest:
                 raise _Invalid(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"config.turn_detection.{name} is {value:g}; it must be between {low} and {high}",
+                    f"config.turn_detection.{name} is {threshold:g}; it must be between {lowest} and {highest}",
                 )
-            thresholds[name] = value
+            thresholds[name] = threshold
     return TurnOptions(
         eager_silence_ms=eager,
         end_of_turn_silence_ms=end,

@@ -17,6 +17,7 @@ from server.backends.stt.base import STT
 from server.backends.stt.deepgram_flux import DeepgramFluxSTT
 from server.backends.stt.whisper import WhisperSTT
 from server.backends.tts.base import TTS
+from server.backends.tts.cartesia import CartesiaTTS
 from server.backends.tts.piper import PiperTTS
 
 STT_BACKENDS: dict[str, type[STT]] = {
@@ -28,6 +29,7 @@ LLM_BACKENDS: dict[str, type[LLM]] = {
 }
 TTS_BACKENDS: dict[str, type[TTS]] = {
     PiperTTS.name: PiperTTS,
+    CartesiaTTS.name: CartesiaTTS,
 }
 
 Kind = Literal["stt", "llm", "tts"]
