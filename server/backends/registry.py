@@ -13,6 +13,7 @@ from typing import Literal, cast
 from server.backends.base import Backend
 from server.backends.llm.base import LLM
 from server.backends.llm.llama_cpp import LlamaCppLLM
+from server.backends.llm.openai import OpenAILLM
 from server.backends.stt.base import STT
 from server.backends.stt.deepgram_flux import DeepgramFluxSTT
 from server.backends.stt.whisper import WhisperSTT
@@ -26,6 +27,7 @@ STT_BACKENDS: dict[str, type[STT]] = {
 }
 LLM_BACKENDS: dict[str, type[LLM]] = {
     LlamaCppLLM.name: LlamaCppLLM,
+    OpenAILLM.name: OpenAILLM,
 }
 TTS_BACKENDS: dict[str, type[TTS]] = {
     PiperTTS.name: PiperTTS,

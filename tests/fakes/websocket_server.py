@@ -11,23 +11,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-
-@dataclass
-class Faults:
-    """Switches a test flips to make the next connections misbehave like a real provider can."""
-
-    refuse_connections: int = 0  # answer this many handshakes with 503
-    drop_after: int | None = (
-        None  # bytes (STT) or messages (TTS) into a connection: cut it, no close frame
-    )
-    error_after: int | None = None  # ... send the provider's error message, then close
-    malformed_after: int | None = None  # ... send a text frame that is not JSON
-    delay: float = 0.0  # seconds before every message the server sends
-    once: bool = True  # a drop/error/malformed fault fires on one connection only
-
-    def fire(self, name: str) -> None:
-        if self.once:
-            setattr(self, name, None)
+from tests.fakes.faults import Faults
 
 
 @dataclass
