@@ -19,6 +19,7 @@ from server.backends.stt.deepgram_flux import DeepgramFluxSTT
 from server.backends.stt.whisper import WhisperSTT
 from server.backends.tts.base import TTS
 from server.backends.tts.cartesia import CartesiaTTS
+from server.backends.tts.google import GoogleTTS
 from server.backends.tts.piper import PiperTTS
 
 STT_BACKENDS: dict[str, type[STT]] = {
@@ -32,6 +33,7 @@ LLM_BACKENDS: dict[str, type[LLM]] = {
 TTS_BACKENDS: dict[str, type[TTS]] = {
     PiperTTS.name: PiperTTS,
     CartesiaTTS.name: CartesiaTTS,
+    GoogleTTS.name: GoogleTTS,
 }
 
 Kind = Literal["stt", "llm", "tts"]
