@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import grpc
 import numpy as np
 from google.api_core import exceptions as google_errors
+from google.api_core.client_options import ClientOptions
 
 from server.backends.base import BackendUnavailable
 from server.backends.tts.base import TTS, SynthesizedAudio, VoiceInfo
@@ -79,7 +80,7 @@ class GoogleTTS(TTS):
             self._client = tts.TextToSpeechAsyncClient(transport=transport)
         else:
             self._client = tts.TextToSpeechAsyncClient(
-                client_options={"api_endpoint": self.endpoint}
+                client_options=ClientOptions(api_endpoint=self.endpoint)
             )
         try:
             listed = await self._client.list_voices(language_code=LANGUAGE, timeout=10)
@@ -156,7 +157,9 @@ class GoogleTTS(TTS):
                 if usable:
                     yield np.frombuffer(data[:usable], dtype="<i2").astype(np.int16)
         except grpc.aio.AioRpcError as err:  # errors the wrapper did not translate
-            raise google_errors.from_grpc_error(err) from err
+            raise BackendUnavailable(
+                f"Google TTS error: {err.code().name}: {err.details()}"
+            ) from err
         except (ValueError, TypeError) as err:  # a response that does not parse
             raise BackendUnavailable(f"Google TTS sent a malformed response: {err}") from err
         finally:
