@@ -6,8 +6,8 @@ Why: the Flux backend runs each session's socket in its own thread and loop, fed
 the thread drains every 10 ms, with events coming back through call_soon_threadsafe. That keeps
 socket work off the gRPC loop, but each hop costs time on the path every turn event takes.
 
-Set-up: the Flux fake (tests/fakes/deepgram_flux.py, zero delay) runs in its own thread and loop,
-like a remote peer. Audio is 80 ms LINEAR16 16 kHz pushes (one push = one chunk on the socket),
+Set-up: the Flux fake (tests/fakes/deepgram_flux.py, zero delay) runs in its own process, like
+the remote peer it stands for. Audio is 80 ms LINEAR16 16 kHz pushes (one push = one chunk on the socket),
 paced at `--speed` x real time: cycles of 1.5 s tone (speech) and 1 s silence, so each cycle gives
 StartOfTurn, Updates and EndOfTurn. The fake emits each event while it processes the 20 ms window
 ending at the event's audio_window_end, so an event's latency is its arrival on the session's loop
@@ -25,12 +25,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing as mp
 import os
 import statistics
 import sys
-import threading
 import time
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
@@ -59,23 +60,22 @@ def audio(seconds: float) -> np.ndarray:
     return pcm[: len(pcm) // CHUNK * CHUNK]
 
 
-def start_fake() -> FakeFlux:
-    """The fake in its own thread and loop, as a remote server would be."""
-    ready = threading.Event()
-    holder: list[FakeFlux] = []
+def serve_fake(port: Connection) -> None:
+    """The fake in its own process, as a remote server is: it competes for no lock of ours."""
 
-    def run() -> None:
-        async def main() -> None:
-            fake = await FakeFlux(api_key=KEY, keep_audio=False).start()
-            holder.append(fake)
-            ready.set()
-            await asyncio.Event().wait()
+    async def main() -> None:
+        fake = await FakeFlux(api_key=KEY, keep_audio=False).start()
+        port.send(fake.port)
+        await asyncio.Event().wait()
 
-        asyncio.run(main())
+    asyncio.run(main())
 
-    threading.Thread(target=run, daemon=True, name="flux-fake").start()
-    ready.wait(10)
-    return holder[0]
+
+def start_fake() -> tuple[str, mp.Process]:
+    ours, theirs = mp.Pipe()
+    process = mp.Process(target=serve_fake, args=(theirs,), daemon=True)
+    process.start()
+    return f"ws://127.0.0.1:{ours.recv()}/v2/listen", process
 
 
 def latency(pushed: list[float], audio_end: float, arrived: float) -> float:
@@ -142,10 +142,11 @@ def row(name: str, values: list[float]) -> str:
 
 
 async def main_async(args: argparse.Namespace) -> str:
-    fake = start_fake()
+    url, fake = start_fake()
     pcm = audio(args.seconds)
-    direct = await run_direct(fake.url, pcm, args.speed)
-    handoff = await run_handoff(fake.url, pcm, args.speed)
+    direct = await run_direct(url, pcm, args.speed)
+    handoff = await run_handoff(url, pcm, args.speed)
+    fake.terminate()
     command = ".venv/bin/python bench/flux_handoff.py " + " ".join(sys.argv[1:])
     p99 = percentile(handoff, 99)
     lines = [
@@ -154,7 +155,7 @@ async def main_async(args: argparse.Namespace) -> str:
         f"`{command.strip()}` — measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on "
         f"{os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f} at the start), "
         f"{args.seconds:.0f} s of audio in 80 ms pushes at {args.speed:g}x real time, against the "
-        "Flux fake at zero delay in its own thread. Milliseconds from pushing the chunk that "
+        "Flux fake at zero delay in its own process. Milliseconds from pushing the chunk that "
         "holds an event's last audio to the event on the session's loop.",
         "",
         "| client | events | p50 | p95 | p99 | max |",

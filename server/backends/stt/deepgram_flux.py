@@ -193,9 +193,11 @@ class FluxStream(STTStream):
     async def _run(self) -> None:
         failures = 0
         while not self._closing.is_set():
+            connected_before = self.connections
             try:
                 reason = await self._connect_once()
-                failures = 0 if reason is None else failures + 1
+                # A connection that was up and then dropped starts a fresh retry budget.
+                failures = 1 if self.connections > connected_before else failures + 1
             except _Fatal as err:
                 self._post(BackendUnavailable(str(err)))
                 return
