@@ -224,3 +224,28 @@ async def test_a_converse_session_through_flux(
     await call.conversation.hangup()
     await asyncio.wait_for(call.done.wait(), 5)
     assert call.status == grpc.StatusCode.OK
+
+
+async def test_a_slow_flux_still_gives_every_event(flux: FakeFlux) -> None:
+    flux.faults.delay = 0.03  # before every message the fake sends
+    stream = backend(flux).open_stream(TurnOptions())
+    await push_audio(stream, np.concatenate([tone(1.0), silence(0.8)]))
+    events = await collect(stream, K.END_OF_TURN, within=10)
+    await stream.aclose()
+    assert events[0].kind == K.START_OF_TURN and events[-1].transcript
+
+
+async def test_flux_gone_for_good_ends_the_session_with_unavailable(
+    flux: FakeFlux, start_server: StartServer, open_call, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEEPGRAM_API_KEY", KEY)
+    s = await start_server(stt=backend(flux, backoff=0.01, retries=2))
+    call = await open_call(s.target, pb.SessionConfig(input_format=linear16(16000)))
+    flux.faults.drop_after = 3200
+    flux.faults.refuse_connections = 100
+    sending = asyncio.create_task(call.send_pcm(tone(2.0)))
+    await asyncio.wait_for(call.done.wait(), 10)
+    sending.cancel()
+    assert call.status == grpc.StatusCode.UNAVAILABLE
+    assert "Deepgram Flux unavailable after 2 reconnects" in call.details
+    assert call.of("error")[0].code == grpc.StatusCode.UNAVAILABLE.value[0]
