@@ -161,11 +161,17 @@ class CartesiaTTS(TTS):
             async for raw in ws:
                 try:
                     message = json.loads(raw)
-                    context_id = message["context_id"]
-                except (ValueError, KeyError, TypeError):
+                    context_id = message.get("context_id")
+                except (ValueError, AttributeError):
                     failure = BackendUnavailable(f"Cartesia sent a malformed message: {raw[:80]!r}")
                     break
-                queue = self._contexts.get(context_id)
+                if context_id is None and message.get("type") == "error":
+                    # Not tied to a context (a bad request, say): every waiting turn hears it.
+                    detail = message.get("message") or message.get("error") or message
+                    for waiting in self._contexts.values():
+                        waiting.put_nowait(BackendUnavailable(f"Cartesia error: {detail}"))
+                    continue
+                queue = self._contexts.get(str(context_id))
                 if queue is not None:
                     queue.put_nowait(message)
             else:
