@@ -143,6 +143,7 @@ def row(name: str, values: list[float]) -> str:
 
 
 async def main_async(args: argparse.Namespace) -> str:
+    load = os.getloadavg()[0]
     url, fake = start_fake()
     pcm = audio(args.seconds)
     direct = await run_direct(url, pcm, args.speed)
@@ -150,11 +151,18 @@ async def main_async(args: argparse.Namespace) -> str:
     fake.terminate()
     command = ".venv/bin/python bench/flux_handoff.py " + " ".join(sys.argv[1:])
     p99 = percentile(handoff, 99)
+    extra99 = p99 - percentile(direct, 99)
+    tail = (
+        f"{extra99:.2f} ms at p99."
+        if extra99 >= 0
+        else "at p99 the direct client was the slower one on this run: the tails are this shared "
+        "machine's scheduling, not the hand-off."
+    )
     lines = [
         "## Deepgram Flux thread hand-off (FIFO in -> event out)",
         "",
         f"`{command.strip()}` — measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on "
-        f"{os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f} at the start), "
+        f"{os.cpu_count()} cores (load average {load:.1f} at the start), "
         f"{args.seconds:.0f} s of audio in 80 ms pushes at {args.speed:g}x real time, against the "
         "Flux fake at zero delay in its own process. Milliseconds from pushing the chunk that "
         "holds an event's last audio to the event on the session's loop.",
@@ -165,9 +173,8 @@ async def main_async(args: argparse.Namespace) -> str:
         row("direct on the session loop (reference)", direct),
         "",
         f"The hand-off adds {statistics.median(handoff) - statistics.median(direct):.2f} ms at "
-        f"the median and {p99 - percentile(direct, 99):.2f} ms at p99 over the direct client "
-        f"(two thread hops and a wake-up). p99 of the whole hand-off "
-        f"path: {p99:.2f} ms, target under 15 ms: {'met' if p99 < 15 else 'NOT met'}.",
+        f"the median over the direct client (two thread hops and a wake-up); {tail} p99 of the "
+        f"whole hand-off path: {p99:.2f} ms, target under 15 ms: {'met' if p99 < 15 else 'NOT met'}.",
         "",
     ]
     return "\n".join(lines)
