@@ -12,8 +12,10 @@ from collections.abc import AsyncIterator
 import grpc
 import numpy as np
 import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
 from voiceagent.client import linear16
 from voiceagent.v1 import voice_agent_pb2 as pb
+from voiceagent.v1 import voice_agent_pb2_grpc as pb_grpc
 
 from server.backends.base import BackendUnavailable
 from server.backends.stt.base import TurnEventKind, TurnOptions, TurnUpdate
@@ -249,3 +251,26 @@ async def test_flux_gone_for_good_ends_the_session_with_unavailable(
     assert call.status == grpc.StatusCode.UNAVAILABLE
     assert "Deepgram Flux unavailable after 2 reconnects" in call.details
     assert call.of("error")[0].code == grpc.StatusCode.UNAVAILABLE.value[0]
+
+
+async def test_a_missing_key_is_unavailable_with_the_reason(
+    start_server: StartServer, open_call, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DEEPGRAM_API_KEY", raising=False)
+    s = await start_server()
+    async with grpc.aio.insecure_channel(s.target) as channel:
+        api = pb_grpc.VoiceAgentStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await api.UpdateConfig(
+                pb.UpdateConfigRequest(
+                    config=pb.Config(stt="deepgram-flux"), update_mask=FieldMask(paths=["stt"])
+                )
+            )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "DEEPGRAM_API_KEY not set" in (refused.value.details() or "")
+    call = await open_call(
+        s.target, pb.SessionConfig(input_format=linear16(16000), stt="deepgram-flux")
+    )
+    await asyncio.wait_for(call.done.wait(), 5)
+    assert call.status == grpc.StatusCode.FAILED_PRECONDITION
+    assert "DEEPGRAM_API_KEY not set" in call.details
