@@ -34,6 +34,7 @@ from server.settings import Settings
 session_log = logging.getLogger("voice_agent.sessions")
 EAGER_RANGE_MS = (64, 2000)
 END_OF_TURN_RANGE_MS = (200, 5000)
+FLUX_THRESHOLD_RANGES = {"eot_threshold": (0.5, 1.0), "eager_eot_threshold": (0.3, 0.9)}
 PREVIEW_TEXT_LIMIT = 1000
 STREAM_PREVIEW_TEXT_LIMIT = 10000
 DEFAULT_PREVIEW_TEXT = "Hello! This is how I sound. How can I help you today?"
@@ -397,9 +398,22 @@ def _turn_options(detection: pb.TurnDetection, language: str) -> TurnOptions:
             grpc.StatusCode.INVALID_ARGUMENT,
             "config.turn_detection.eager_end_of_turn_silence_ms must be below end_of_turn_silence_ms",
         )
+    thresholds: dict[str, float] = {}
+    for name, (lowest, highest) in FLUX_THRESHOLD_RANGES.items():
+        if detection.HasField(name):
+            # a float32 on the wire: 0.7 arrives as 0.699999988
+            threshold = round(float(getattr(detection, name)), 3)
+            if not lowest <= threshold <= highest:
+                raise _Invalid(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"config.turn_detection.{name} is {threshold:g}; it must be between {lowest} and {highest}",
+                )
+            thresholds[name] = threshold
     return TurnOptions(
         eager_silence_ms=eager,
         end_of_turn_silence_ms=end,
         eager_enabled=not detection.disable_eager_end_of_turn,
         language=language,
+        eot_threshold=thresholds.get("eot_threshold"),
+        eager_eot_threshold=thresholds.get("eager_eot_threshold"),
     )

@@ -18,10 +18,11 @@ import grpc
 from voiceagent.v1 import voice_agent_pb2 as pb
 
 from server.audio import Format, InboundAudio, OutboundAudio
+from server.backends.base import BackendUnavailable
 from server.backends.llm.base import LLM, ChatMessage
 from server.backends.registry import BackendError, Backends
 from server.backends.stt.base import STT, STTStream, TurnEventKind, TurnOptions, TurnUpdate
-from server.backends.tts.base import TTS
+from server.backends.tts.base import TTS, Encoding, TTSTurn
 from server.metrics import observe_turn
 from server.options import OptionError, llm_backend_for, tts_backend_for
 from server.sentences import SentenceSplitter, speakable
@@ -34,6 +35,7 @@ AUDIO_CHUNK_MS = 100  # agent audio goes out in messages of at most this much
 TEXT_BATCH_SECONDS = 0.15
 HISTORY_MESSAGES = 16  # plus the system prompt; older turns fall out of the LLM's context
 MAX_AUDIO_SECONDS = 2  # per audio message; clients send 20-100 ms frames
+ENCODINGS: dict[int, Encoding] = {pb.LINEAR16: "linear16", pb.MULAW: "mulaw", pb.ALAW: "alaw"}
 
 
 class SessionFailure(Exception):
@@ -220,13 +222,26 @@ class AgentResponse:
         session = self.session
         rate = session.outbound.fmt.rate
         chunk_bytes = rate * AUDIO_CHUNK_MS // 1000 * session.outbound.fmt.bytes_per_sample
+        turn = self.tts.open_turn(self.voice, rate, ENCODINGS[session.outbound.fmt.encoding])
+        finished = False
+        try:
+            await self._speak_pieces(queue, turn, chunk_bytes)
+            finished = True
+        finally:
+            # A barge-in cancels us here: tell the provider to stop (Cartesia: cancel the context).
+            await (turn.aclose() if finished else turn.cancel())
+
+    async def _speak_pieces(
+        self, queue: asyncio.Queue[str | None], turn: TTSTurn, chunk_bytes: int
+    ) -> None:
+        session = self.session
         while (text := await queue.get()) is not None:
             spoken = speakable(text)
             if not spoken:
                 continue
             piece = _Piece(text)
             self.pieces.append(piece)
-            async for audio in self.tts.synthesize(spoken, self.voice, rate):
+            async for audio in turn.synthesize(spoken):
                 if self.tts_first_audio_at is None:
                     self.tts_first_audio_at = time.monotonic()
                 data = session.outbound.encode(audio.pcm, audio.sample_rate)
@@ -305,6 +320,8 @@ class Session:
         if exc is not None:
             if isinstance(exc, SessionFailure):
                 self.fail(exc)
+            elif isinstance(exc, BackendUnavailable):
+                self.fail(SessionFailure(grpc.StatusCode.UNAVAILABLE, str(exc)))
             else:
                 log.exception(
                     "session %s: task %s failed",

@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import ClassVar
 
 
+class BackendUnavailable(Exception):
+    """A provider failed in a way retrying did not fix (down, refused the key, broke the
+    protocol): the session ends with UNAVAILABLE and this message."""
+
+
 class Backend:
     """Loaded once per server and shared by every session."""
 

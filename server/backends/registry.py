@@ -13,19 +13,27 @@ from typing import Literal, cast
 from server.backends.base import Backend
 from server.backends.llm.base import LLM
 from server.backends.llm.llama_cpp import LlamaCppLLM
+from server.backends.llm.openai import OpenAILLM
 from server.backends.stt.base import STT
+from server.backends.stt.deepgram_flux import DeepgramFluxSTT
 from server.backends.stt.whisper import WhisperSTT
 from server.backends.tts.base import TTS
+from server.backends.tts.cartesia import CartesiaTTS
+from server.backends.tts.google import GoogleTTS
 from server.backends.tts.piper import PiperTTS
 
 STT_BACKENDS: dict[str, type[STT]] = {
     WhisperSTT.name: WhisperSTT,
+    DeepgramFluxSTT.name: DeepgramFluxSTT,
 }
 LLM_BACKENDS: dict[str, type[LLM]] = {
     LlamaCppLLM.name: LlamaCppLLM,
+    OpenAILLM.name: OpenAILLM,
 }
 TTS_BACKENDS: dict[str, type[TTS]] = {
     PiperTTS.name: PiperTTS,
+    CartesiaTTS.name: CartesiaTTS,
+    GoogleTTS.name: GoogleTTS,
 }
 
 Kind = Literal["stt", "llm", "tts"]

@@ -6,7 +6,10 @@ from typing import Any
 
 import pytest
 
+from server.backends.llm.base import LLM
 from server.backends.registry import Backends
+from server.backends.stt.base import STT
+from server.backends.tts.base import TTS
 from server.main import VoiceAgentServer
 from server.settings import Settings
 from tests.unit.scripted import ScriptedLLM, ScriptedSTT, ScriptedTTS
@@ -32,10 +35,10 @@ async def start_server() -> AsyncIterator[StartServer]:
     started: list[Scripted] = []
 
     async def start(
-        stt: ScriptedSTT | None = None,
-        llm: ScriptedLLM | None = None,
-        tts: ScriptedTTS | None = None,
-        llm_name: str = "scripted-llm",
+        stt: STT | None = None,
+        llm: LLM | None = None,
+        tts: TTS | None = None,
+        llm_name: str | None = None,
         wait_ready: bool = True,
         more_llms: dict[str, ScriptedLLM] | None = None,
         **settings: Any,
@@ -49,9 +52,9 @@ async def start_server() -> AsyncIterator[StartServer]:
         config = {
             "port": 0,
             "host": "127.0.0.1",
-            "stt": "scripted-stt",
-            "llm": llm_name,
-            "tts": "scripted-tts",
+            "stt": scripted.stt.name,
+            "llm": llm_name or scripted.llm.name,
+            "tts": scripted.tts.name,
             "database_url": "sqlite:///:memory:",
         }
         config.update(settings)

@@ -44,6 +44,9 @@ class TurnOptions:
     end_of_turn_silence_ms: int = 640
     eager_enabled: bool = True
     language: str = "en"
+    # Deepgram Flux's confidence thresholds; None: not sent, the provider's default applies.
+    eot_threshold: float | None = None
+    eager_eot_threshold: float | None = None
 
 
 class STTStream(ABC):

@@ -56,14 +56,18 @@ class AudioFormat(_message.Message):
     def __init__(self, encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate_hertz: _Optional[int] = ...) -> None: ...
 
 class TurnDetection(_message.Message):
-    __slots__ = ("eager_end_of_turn_silence_ms", "end_of_turn_silence_ms", "disable_eager_end_of_turn")
+    __slots__ = ("eager_end_of_turn_silence_ms", "end_of_turn_silence_ms", "disable_eager_end_of_turn", "eot_threshold", "eager_eot_threshold")
     EAGER_END_OF_TURN_SILENCE_MS_FIELD_NUMBER: _ClassVar[int]
     END_OF_TURN_SILENCE_MS_FIELD_NUMBER: _ClassVar[int]
     DISABLE_EAGER_END_OF_TURN_FIELD_NUMBER: _ClassVar[int]
+    EOT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    EAGER_EOT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     eager_end_of_turn_silence_ms: int
     end_of_turn_silence_ms: int
     disable_eager_end_of_turn: bool
-    def __init__(self, eager_end_of_turn_silence_ms: _Optional[int] = ..., end_of_turn_silence_ms: _Optional[int] = ..., disable_eager_end_of_turn: _Optional[bool] = ...) -> None: ...
+    eot_threshold: float
+    eager_eot_threshold: float
+    def __init__(self, eager_end_of_turn_silence_ms: _Optional[int] = ..., end_of_turn_silence_ms: _Optional[int] = ..., disable_eager_end_of_turn: _Optional[bool] = ..., eot_threshold: _Optional[float] = ..., eager_eot_threshold: _Optional[float] = ...) -> None: ...
 
 class SessionConfig(_message.Message):
     __slots__ = ("input_format", "output_format", "stt", "llm", "llm_model", "tts", "tts_voice", "campaign_id", "system_prompt", "greeting", "language", "turn_detection")
