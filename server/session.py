@@ -181,26 +181,7 @@ class AgentResponse:
                 self.emit(_agent_text(self.turn_id, delta=self.fixed_text))
                 queue.put_nowait(self.fixed_text)
             else:
-                splitter = SentenceSplitter()
-                unsent, unsent_since = "", 0.0  # text deltas go out in batches, see TEXT_BATCH
-                async for delta in self.llm.stream(self.messages, self.llm_model):
-                    now = time.monotonic()
-                    if self.llm_first_token_at is None:
-                        self.llm_first_token_at = now
-                    self.text += delta
-                    if not unsent:
-                        unsent_since = now
-                    unsent += delta
-                    pieces = splitter.push(delta)
-                    if pieces or now - unsent_since >= TEXT_BATCH_SECONDS:
-                        self.emit(_agent_text(self.turn_id, delta=unsent))
-                        unsent = ""
-                    for piece in pieces:
-                        queue.put_nowait(piece)
-                if unsent:
-                    self.emit(_agent_text(self.turn_id, delta=unsent))
-                for piece in splitter.flush():
-                    queue.put_nowait(piece)
+                await self._write(queue)
             queue.put_nowait(None)
             await speaker
         finally:
@@ -217,6 +198,34 @@ class AgentResponse:
         )
         if self.fixed_text is None:
             self.emit(pb.ConverseResponse(metrics=self.metrics()))
+
+    async def _write(self, queue: asyncio.Queue[str | None]) -> None:
+        """LLM tokens -> the reply's text messages (batched) and sentence pieces for TTS."""
+        splitter = SentenceSplitter()
+        unsent, unsent_since = "", 0.0  # text deltas go out in batches, see TEXT_BATCH_SECONDS
+        try:
+            async for delta in self.llm.stream(self.messages, self.llm_model):
+                now = time.monotonic()
+                if self.llm_first_token_at is None:
+                    self.llm_first_token_at = now
+                self.text += delta
+                if not unsent:
+                    unsent_since = now
+                unsent += delta
+                pieces = splitter.push(delta)
+                if pieces or now - unsent_since >= TEXT_BATCH_SECONDS:
+                    self.emit(_agent_text(self.turn_id, delta=unsent))
+                    unsent = ""
+                for piece in pieces:
+                    queue.put_nowait(piece)
+        except Exception:
+            if unsent:  # the provider failed mid-answer: what it wrote still reaches the client
+                self.emit(_agent_text(self.turn_id, delta=unsent))
+            raise
+        if unsent:
+            self.emit(_agent_text(self.turn_id, delta=unsent))
+        for piece in splitter.flush():
+            queue.put_nowait(piece)
 
     async def _speak(self, queue: asyncio.Queue[str | None]) -> None:
         session = self.session
