@@ -55,7 +55,7 @@ def write_wav(path: Path, pcm: np.ndarray, rate: int = RATE) -> Path:
 
 @pytest.fixture(scope="session")
 async def offline_server() -> AsyncIterator[VoiceAgentServer]:
-    server = VoiceAgentServer(Settings(port=0, host="127.0.0.1"))
+    server = VoiceAgentServer(Settings(port=0, http_port=0, host="127.0.0.1"))
     await server.start()
     await server.wait_ready()
     yield server

@@ -48,6 +48,7 @@ async def start_server() -> AsyncIterator[StartServer]:
         )
         config = {
             "port": 0,
+            "http_port": 0,
             "host": "127.0.0.1",
             "stt": "scripted-stt",
             "llm": llm_name,
