@@ -269,7 +269,9 @@ class WebGateway:
             return
         for call in list(self._calls):  # a drain has ended their sessions already, if it ran
             call.cancel()
-        self._config.graceful_timeout = grace
+        # Idle keep-alive connections close at once on shutdown, but only if given a moment: a
+        # zero timeout cancels their tasks, which Python 3.11's asyncio logs as errors.
+        self._config.graceful_timeout = max(grace, 1.0)
         self._shutdown.set()
         try:
             await asyncio.wait_for(self._serving_task, grace + 1)
