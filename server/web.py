@@ -39,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from voiceagent.v1 import voice_agent_pb2 as pb
 
@@ -121,10 +122,11 @@ def _server_stream(
     return call
 
 
-def _endpoints(servicer: object, service: ServiceDescriptor) -> dict[str, Endpoint[Any, Any]]:
+def _endpoints(servicer: object, service: ServiceDescriptor) -> dict[str, Any]:
     """One Connect endpoint per method of `service` that a browser can call (all but the
-    client-streaming ones: Converse goes over the WebSocket), each calling `servicer`'s method."""
-    endpoints: dict[str, Endpoint[Any, Any]] = {}
+    client-streaming ones: Converse goes over the WebSocket), each calling `servicer`'s method.
+    (Values are connect-python's EndpointUnary or EndpointServerStream.)"""
+    endpoints: dict[str, Any] = {}
     for method in service.methods:
         if method.client_streaming:
             continue
@@ -192,8 +194,6 @@ ConverseHandler = Callable[
     [AsyncIterator[pb.ConverseRequest], grpc.aio.ServicerContext],
     AsyncIterator[pb.ConverseResponse],
 ]
-ASGIReceive = Callable[[], Awaitable[dict[str, Any]]]
-ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class WebGateway:
@@ -238,12 +238,12 @@ class WebGateway:
         self._serving_task: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Task[None]] = set()  # the running Converse pumps
 
-    async def __call__(self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI application: RPC paths go to connect-python, the rest to the site."""
         path: str = scope.get("path", "")
         for prefix, app in self._rpc_apps.items():
             if scope["type"] == "http" and path.startswith(prefix):
-                await app(scope, receive, send)  # type: ignore[arg-type]
+                await app(scope, receive, send)
                 return
         await self._site(scope, receive, send)
 

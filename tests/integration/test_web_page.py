@@ -84,9 +84,7 @@ async def test_talk_to_the_agent_from_the_browser(
     # A campaign, created through the form (the shared server's store outlives test runs).
     name = f"Geography tutor {uuid.uuid4().hex[:8]}"
     await page.fill("#campaign-name", name)
-    await page.fill(
-        "#campaign-persona", "You are a geography tutor. Answer in one short sentence."
-    )
+    await page.fill("#campaign-persona", "You are a geography tutor. Answer in one short sentence.")
     await page.select_option("#campaign-voice", "en_US-joe-medium")
     await page.click("#campaign-save")
     row = page.locator("#campaigns tr", has_text=name)
