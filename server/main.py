@@ -27,7 +27,7 @@ from server.options import Defaults, ServerDefaults
 from server.service import VoiceAgentService
 from server.session import SessionFailure
 from server.settings import Settings
-from server.web import WebGateway
+from server.web import WEB_DIR, WebGateway
 
 log = logging.getLogger("voice_agent")
 
@@ -111,6 +111,7 @@ class VoiceAgentServer:
             ],
             serving=lambda: self.serving,
             max_message_bytes=MAX_MESSAGE_BYTES,
+            web_dir=Path(settings.web_dir) if settings.web_dir else WEB_DIR,
         )
         self.http_port = self.web.port
         self._loader: asyncio.Task[None] | None = None

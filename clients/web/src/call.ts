@@ -19,6 +19,7 @@ import { Playback } from "./playback";
 export const INPUT_RATE = 16000;
 export const OUTPUT_RATE = 24000;
 const SUBPROTOCOL = "voiceagent.v1";
+const SUBPROTOCOL_CHARACTERS = /^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$/; // an HTTP token (RFC 9110)
 
 export interface CallChoices {
   stt: string;
@@ -53,8 +54,11 @@ export class Call {
   static async start(choices: CallChoices, token: string, handlers: CallHandlers): Promise<Call> {
     const url = new URL("/converse", location.href);
     url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-    // Browsers cannot set headers on a WebSocket: the token travels as a subprotocol.
-    const protocols = token ? [SUBPROTOCOL, `bearer.${token}`] : [SUBPROTOCOL];
+    // Browsers cannot set headers on a WebSocket: the token travels as a subprotocol, or as a
+    // query parameter when it has characters a subprotocol cannot carry.
+    const protocols = [SUBPROTOCOL];
+    if (token && SUBPROTOCOL_CHARACTERS.test(token)) protocols.push(`bearer.${token}`);
+    else if (token) url.searchParams.set("token", token);
     const socket = new WebSocket(url, protocols);
     await new Promise<void>((resolve, reject) => {
       socket.onopen = () => resolve();

@@ -39,6 +39,9 @@ const ui = {
   hangup: byId<HTMLButtonElement>("hangup"),
   apply: byId<HTMLButtonElement>("apply"),
   received: byId<HTMLOutputElement>("received"),
+  sayForm: byId<HTMLFormElement>("say-form"),
+  say: byId<HTMLInputElement>("say"),
+  saySend: byId<HTMLButtonElement>("say-send"),
   interim: byId<HTMLParagraphElement>("interim"),
   transcript: byId<HTMLOListElement>("transcript"),
   events: byId<HTMLUListElement>("events"),
@@ -341,6 +344,8 @@ function setInCall(inCall: boolean): void {
   ui.start.disabled = inCall;
   ui.hangup.disabled = !inCall;
   ui.apply.disabled = !inCall;
+  ui.say.disabled = !inCall;
+  ui.saySend.disabled = !inCall;
 }
 
 async function startCall(): Promise<void> {
@@ -390,7 +395,19 @@ ui.campaignForm.addEventListener("submit", (event) => {
 ui.campaignForm.addEventListener("reset", resetCampaignForm);
 ui.start.addEventListener("click", () => void attempt("Starting the call", startCall));
 ui.hangup.addEventListener("click", () => call?.hangup());
+ui.sayForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = ui.say.value.trim();
+  if (!call || !text) return;
+  call.sayText(text);
+  line("user", "You (typed)", text);
+  ui.say.value = "";
+});
 ui.apply.addEventListener("click", () => {
+  if (!ui.model.value && !ui.voice.value) {
+    say("Choose a model or a voice above first, then apply it.", true);
+    return;
+  }
   call?.update(ui.model.value, ui.voice.value);
   logEvent(`asked to switch: model ${ui.model.value || "unchanged"}, voice ${ui.voice.value || "unchanged"}`);
 });
