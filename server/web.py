@@ -40,7 +40,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 from voiceagent.v1 import voice_agent_pb2 as pb
 
 from server.auth import authorized, denial
@@ -76,6 +76,10 @@ class StatusAbort(Exception):
         super().__init__(details)
         self.code = code
         self.details = details
+
+
+class ClientGone(Exception):
+    """The browser left while a response was being sent: not an error."""
 
 
 class BridgeContext:
@@ -319,7 +323,10 @@ class WebGateway:
 
         async def responses() -> None:
             async for response in self._converse(request_stream(), context):
-                await ws.send_bytes(response.SerializeToString())
+                try:
+                    await ws.send_bytes(response.SerializeToString())
+                except (WebSocketDisconnect, OSError, RuntimeError) as err:
+                    raise ClientGone from err
 
         pump = asyncio.create_task(responses(), name="ws-converse")
         reader = asyncio.create_task(_read_requests(ws, requests), name="ws-read")
@@ -332,15 +339,19 @@ class WebGateway:
                 task.cancel()
             # Cancelling the pump cancels the session, as grpc does when a client goes away.
             await asyncio.gather(pump, reader, return_exceptions=True)
-        if reader.done() and not reader.cancelled() and reader.exception() is None:
-            closing = reader.result()
-            if closing is not None:  # a bad frame; None: the browser went away
+        if reader.done() and not reader.cancelled():  # the reader ended the call
+            if reader.exception() is not None:
+                log.warning("reading a WebSocket failed", exc_info=reader.exception())
+                await _close(ws, CLOSE_INTERNAL_ERROR, "internal error reading frames")
+            elif (closing := reader.result()) is not None:  # a bad frame
                 await _close(ws, *closing)
-            return
-        if pump.cancelled():  # the server stopped
+            return  # or the browser went away
+        if pump.cancelled():  # only stop() cancels a running pump
             await _close(ws, CLOSE_GOING_AWAY, "the server is shutting down; reconnect")
             return
         error = pump.exception()
+        if isinstance(error, ClientGone):
+            return
         if error is None:
             await _close(ws, CLOSE_NORMAL, "session ended")
         elif isinstance(error, StatusAbort):
