@@ -115,9 +115,19 @@ export class Call {
       audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
     });
     if (this.ended) return this.stopMicrophone();
+    // A 16 kHz context lets the browser resample the microphone. Browsers that cannot connect
+    // a microphone to a context at another rate (Firefox) get their own rate, and the worklet
+    // resamples.
     this.capture = new AudioContext({ sampleRate: INPUT_RATE });
+    let source: MediaStreamAudioSourceNode;
+    try {
+      source = this.capture.createMediaStreamSource(this.microphone);
+    } catch {
+      await this.capture.close();
+      this.capture = new AudioContext();
+      source = this.capture.createMediaStreamSource(this.microphone);
+    }
     await this.capture.audioWorklet.addModule(new URL("capture-worklet.js", location.href));
-    const source = this.capture.createMediaStreamSource(this.microphone);
     const worklet = new AudioWorkletNode(this.capture, "capture");
     worklet.port.onmessage = (event: MessageEvent<Uint8Array>) =>
       this.send({ case: "audio", value: event.data });
