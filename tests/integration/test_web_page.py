@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from server.audio import resample
 from server.main import VoiceAgentServer
 from tests.integration.conftest import pause, speak, write_wav
 
@@ -32,7 +33,11 @@ async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
     # One question, then silence long enough for the answer; %noloop: play the file once.
     rate = 48000
     question = np.concatenate(
-        [pause(1.0, rate), speak("What is the weather in Paris today?", rate), pause(30.0, rate)]
+        [
+            pause(1.0, rate),
+            speak("What is the weather in Paris today?", rate, varied=False),
+            pause(30.0, rate),
+        ]
     )
     microphone = write_wav(tmp_path / "question.wav", question, rate)
     args = [
@@ -123,4 +128,50 @@ async def test_talk_to_the_agent_from_the_browser(
     await expect(page.locator("#campaigns tr", has_text=name)).to_have_count(0)
     await page.get_by_role("button", name=f"Delete campaign {renamed}").click()
     await expect(page.locator("#campaigns tr", has_text=renamed)).to_have_count(0)
+    assert errors == []
+
+
+CAPTURE = """async ([samples, rate]) => {
+  // The page's capture worklet, fed a known signal in an offline (faster than real time) context.
+  const context = new OfflineAudioContext(1, samples.length + rate / 2, rate);
+  await context.audioWorklet.addModule(new URL("capture-worklet.js", location.href));
+  const buffer = context.createBuffer(1, samples.length, rate);
+  buffer.getChannelData(0).set(Float32Array.from(samples, (v) => v / 32768));
+  const source = context.createBufferSource();
+  source.buffer = buffer;
+  const capture = new AudioWorkletNode(context, "capture");
+  const frames = [];
+  capture.port.onmessage = (event) => frames.push(event.data.length);
+  const samplesOut = [];
+  capture.port.addEventListener("message", (event) => {
+    const view = new DataView(event.data.buffer);
+    for (let i = 0; i < event.data.length; i += 2) samplesOut.push(view.getInt16(i, true));
+  });
+  source.connect(capture);
+  capture.connect(context.destination);
+  source.start();
+  await context.startRendering();
+  await new Promise((resolve) => setTimeout(resolve, 300));  // the last posted frames
+  return [frames, samplesOut];
+}"""
+
+
+async def test_capture_worklet_makes_16_khz_linear16_frames(
+    offline_server: VoiceAgentServer, browser: Browser
+) -> None:
+    page, errors = await open_page(browser, offline_server)
+    question = speak("What is the weather in Paris today?", 16000, varied=False)
+    for rate in (16000, 48000):  # the page's 16 kHz context, and a browser's own rate
+        source = question if rate == 16000 else resample(question, 16000, rate)
+        frames, samples = await page.evaluate(CAPTURE, [source.tolist(), rate])
+        assert set(frames) == {640}  # 20 ms of 16-bit samples at 16 kHz
+        captured = np.array(samples[: len(question)], dtype=np.float64)
+        if rate == 16000:  # passed through: exact but for float rounding
+            assert np.abs(captured - question).max() <= 1
+        else:  # resampled in the worklet
+            ref = question.astype(np.float64)
+            similarity = np.dot(captured, ref) / np.sqrt(
+                np.dot(captured, captured) * np.dot(ref, ref)
+            )
+            assert similarity > 0.98, similarity
     assert errors == []

@@ -26,6 +26,10 @@ export interface CallChoices {
   llmModel: string;
   ttsVoice: string;
   campaignId: string;
+  /** The browser's echo cancellation, noise suppression and gain control: needed with
+   * speakers (else the agent hears itself), but they alter the voice that speech recognition
+   * hears; with headphones, raw audio is cleaner. */
+  voiceProcessing: boolean;
 }
 
 export interface CallHandlers {
@@ -66,8 +70,13 @@ export class Call {
     });
     const call = new Call(socket, handlers);
     call.send({ case: "config", value: sessionConfig(choices) });
-    await call.playback.resume();
-    await call.startMicrophone();
+    try {
+      await call.playback.resume();
+      await call.startMicrophone(choices.voiceProcessing);
+    } catch (error) {
+      call.hangup(); // no microphone (denied or absent): end the session we opened
+      throw new Error(`the microphone could not be opened: ${error instanceof Error ? error.message : error}`);
+    }
     return call;
   }
 
@@ -110,9 +119,14 @@ export class Call {
     this.handlers.onResponse(response);
   }
 
-  private async startMicrophone(): Promise<void> {
+  private async startMicrophone(processing: boolean): Promise<void> {
     this.microphone = await navigator.mediaDevices.getUserMedia({
-      audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+      audio: {
+        channelCount: 1,
+        echoCancellation: processing,
+        noiseSuppression: processing,
+        autoGainControl: processing,
+      },
     });
     if (this.ended) return this.stopMicrophone();
     // A 16 kHz context lets the browser resample the microphone. Browsers that cannot connect

@@ -39,6 +39,7 @@ const ui = {
   hangup: byId<HTMLButtonElement>("hangup"),
   apply: byId<HTMLButtonElement>("apply"),
   received: byId<HTMLOutputElement>("received"),
+  rawAudio: byId<HTMLInputElement>("raw-audio"),
   sayForm: byId<HTMLFormElement>("say-form"),
   say: byId<HTMLInputElement>("say"),
   saySend: byId<HTMLButtonElement>("say-send"),
@@ -342,6 +343,7 @@ function onResponse(response: ConverseResponse): void {
 
 function setInCall(inCall: boolean): void {
   ui.start.disabled = inCall;
+  ui.rawAudio.disabled = inCall;
   ui.hangup.disabled = !inCall;
   ui.apply.disabled = !inCall;
   ui.say.disabled = !inCall;
@@ -354,7 +356,13 @@ async function startCall(): Promise<void> {
   say("Connecting…");
   try {
     call = await Call.start(
-      { stt: ui.stt.value, llmModel: ui.model.value, ttsVoice: ui.voice.value, campaignId: ui.campaign.value },
+      {
+        stt: ui.stt.value,
+        llmModel: ui.model.value,
+        ttsVoice: ui.voice.value,
+        campaignId: ui.campaign.value,
+        voiceProcessing: !ui.rawAudio.checked,
+      },
       token(),
       {
         onResponse,
