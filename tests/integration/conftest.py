@@ -60,8 +60,14 @@ def write_wav(path: Path, pcm: np.ndarray, rate: int = RATE) -> Path:
 
 
 @pytest.fixture(scope="session")
-async def offline_server() -> AsyncIterator[VoiceAgentServer]:
-    server = VoiceAgentServer(Settings(port=0, http_port=0, host="127.0.0.1"))
+async def offline_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[VoiceAgentServer]:
+    # A throwaway campaign store: never the user's, nor what earlier runs left behind.
+    store = tmp_path_factory.mktemp("campaigns") / "campaigns.db"
+    server = VoiceAgentServer(
+        Settings(port=0, http_port=0, host="127.0.0.1", database_url=f"sqlite://{store}")
+    )
     await server.start()
     await server.wait_ready()
     yield server
