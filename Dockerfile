@@ -2,9 +2,18 @@
 # The voice agent server with the offline stack. Models are assembled at build time, so a
 # container starts serving without touching the network.
 #   docker build -t voice-agent .
-#   docker run -p 50051:50051 voice-agent
+#   docker run -p 50051:50051 -p 8080:8080 voice-agent    (the web page: http://127.0.0.1:8080)
 
 ARG PYTHON=python:3.11-slim-bookworm
+ARG NODE=node:20-bookworm-slim
+
+# The web page (clients/web): npm packages from the lockfile, bundled by esbuild.
+FROM ${NODE} AS web
+WORKDIR /web
+COPY clients/web/package.json clients/web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY clients/web ./
+RUN npm run build
 
 FROM ${PYTHON} AS build
 RUN apt-get update \
@@ -33,8 +42,10 @@ RUN apt-get update \
  && useradd --create-home --uid 10001 agent
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/voice-agent /opt/voice-agent
+COPY --from=web /web/dist /opt/voice-agent/web
 ENV PATH=/opt/venv/bin:$PATH \
     VOICE_AGENT_CACHE=/opt/voice-agent/cache \
+    VOICE_AGENT_WEB_DIR=/opt/voice-agent/web \
     HF_HUB_OFFLINE=1 \
     PYTHONUNBUFFERED=1 \
     PORT=50051 \

@@ -11,16 +11,17 @@ WHEELS := $(VOICE_AGENT_CACHE)/wheels
 LLAMA_CPP_VERSION := 0.3.36
 SILERO_VAD_VERSION := 6.2.3
 # Debian tools the tests use: a throwaway PostgreSQL checks the campaign store, npm installs
-# `buf curl` (the reflection test).
+# `buf curl` (the reflection test) and builds the web page, Chromium runs the page's tests.
 # what-proves-it-is-there:package, a command on PATH or a file glob; present ones are not reinstalled.
-SYSTEM_DEPS := npm:npm /usr/lib/postgresql/*/bin/initdb:postgresql
+SYSTEM_DEPS := npm:npm /usr/lib/postgresql/*/bin/initdb:postgresql chromium:chromium
 
-.PHONY: help setup run test lint protos bench system-deps clean
+.PHONY: help setup run test lint protos web bench system-deps clean
 
 help:
 	@echo "make run    set up everything and start the server (offline stack, gRPC on \$$PORT or 50051)"
 	@echo "make test   set up everything and run lint, type checks and the whole test suite"
-	@echo "make protos regenerate the Python stubs from protos/"
+	@echo "make protos regenerate the Python stubs and the TypeScript client from protos/"
+	@echo "make web    build the web page (clients/web -> clients/web/dist, served on \$$HTTP_PORT)"
 	@echo "make bench  run the voice-to-voice benchmark and update BENCHMARKS.md"
 
 $(BIN)/python:
@@ -44,7 +45,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 setup: $(VENV)/.installed
 	$(BIN)/voice-agent models
 
-run: setup
+run: setup web
 	$(BIN)/voice-agent serve
 
 system-deps:
@@ -69,14 +70,26 @@ $(BUF_DIR)/node_modules/.installed: $(BUF_DIR)/package-lock.json
 	npm ci --prefix $(BUF_DIR) --no-audit --no-fund
 	@touch $@
 
-test: setup system-deps lint $(BUF_DIR)/node_modules/.installed
+# The web page: npm packages from the committed lockfile, bundled by esbuild into dist/ (neither
+# is committed). `make run` needs only npm of the system packages.
+WEB_DIR := clients/web
+$(WEB_DIR)/node_modules/.installed: $(WEB_DIR)/package-lock.json
+	@$(MAKE) --no-print-directory system-deps SYSTEM_DEPS=npm:npm
+	npm ci --prefix $(WEB_DIR) --no-audit --no-fund
+	@touch $@
+
+web: $(WEB_DIR)/node_modules/.installed
+	npm run --prefix $(WEB_DIR) --silent build
+
+test: setup system-deps lint $(BUF_DIR)/node_modules/.installed web
 	$(BIN)/pytest -ra tests
 
-protos: $(VENV)/.installed
+protos: $(VENV)/.installed $(WEB_DIR)/node_modules/.installed
 	$(BIN)/python clients/python/gen_stubs.py
+	npm run --prefix $(WEB_DIR) --silent generate
 
 bench: setup system-deps
 	$(BIN)/python bench/voice_to_voice.py --write
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache $(WEB_DIR)/node_modules $(WEB_DIR)/dist

@@ -87,6 +87,7 @@ def serve(max_sessions: int, max_seconds: float, port: int) -> None:
         )
         settings = Settings(
             port=port,
+            http_port=0,
             host="127.0.0.1",
             stt=BenchSTT.name,
             llm=BenchLLM.name,

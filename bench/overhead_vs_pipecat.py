@@ -352,6 +352,7 @@ def our_settings(port: int = 0) -> Any:
 
     return Settings(
         port=port,
+        http_port=0,
         host="127.0.0.1",
         stt="bench-stt",
         llm="bench-llm",

@@ -102,7 +102,7 @@ async def ask(
 
 
 async def run(n: int, warmup: int) -> dict[str, list[float]]:
-    server = VoiceAgentServer(Settings(port=0, host="127.0.0.1"))
+    server = VoiceAgentServer(Settings(port=0, http_port=0, host="127.0.0.1"))
     await server.start()
     await server.wait_ready()
     target = f"127.0.0.1:{server.port}"

@@ -1,4 +1,5 @@
-"""Bearer-token access control for every RPC (VOICE_AGENT_TOKEN).
+"""Bearer-token access control for every RPC (VOICE_AGENT_TOKEN), on the gRPC port and on the
+web gateway (server/web.py) alike: both use `authorized` below.
 
 Health checks stay open: load balancers and orchestrator probes cannot send a token, and the
 health service reveals nothing but readiness.
@@ -15,9 +16,22 @@ import grpc
 OPEN_METHODS_PREFIX = "/grpc.health.v1.Health/"
 
 
+def authorized(given: str | bytes, token: str) -> bool:
+    """Whether an `authorization` value is `Bearer <token>`, compared in constant time: the
+    comparison must not tell an attacker how much of a guess was right."""
+    given_bytes = given.encode() if isinstance(given, str) else bytes(given)
+    return hmac.compare_digest(given_bytes, f"Bearer {token}".encode())
+
+
+def denial(given: str | bytes) -> str:
+    """What to tell a caller whose `authorization` value was refused."""
+    why = "missing authorization" if not given else "invalid token"
+    return f"{why}: send `authorization: Bearer <VOICE_AGENT_TOKEN>`"
+
+
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+        self._token = token
 
     async def intercept_service(
         self,
@@ -29,15 +43,12 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         metadata = {key: value for key, value in details.invocation_metadata or ()}
         given = metadata.get("authorization", "")
-        given_bytes = given.encode() if isinstance(given, str) else bytes(given)
-        # Constant time: the comparison must not tell an attacker how much of a guess was right.
-        if hmac.compare_digest(given_bytes, self._expected):
+        if authorized(given, self._token):
             return handler
-        return _denied(handler, "missing authorization" if not given else "invalid token")
+        return _denied(handler, denial(given) + " metadata")
 
 
-def _denied(handler: grpc.RpcMethodHandler, why: str) -> grpc.RpcMethodHandler:
-    message = f"{why}: send metadata `authorization: Bearer <VOICE_AGENT_TOKEN>`"
+def _denied(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
 
     async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)

@@ -1,4 +1,5 @@
-"""Process entry: the grpc.aio server with health, reflection, metrics and graceful drain."""
+"""Process entry: the grpc.aio server with health, reflection and graceful drain, and beside it in
+the same event loop the HTTP side (server/web.py: web page, browser RPCs, /metrics, /healthz)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
 from voiceagent.v1 import campaigns_pb2, voice_agent_pb2
 from voiceagent.v1 import campaigns_pb2_grpc as cpb_grpc
 from voiceagent.v1 import voice_agent_pb2_grpc as pb_grpc
@@ -27,6 +27,7 @@ from server.options import Defaults, ServerDefaults
 from server.service import VoiceAgentService
 from server.session import SessionFailure
 from server.settings import Settings
+from server.web import WEB_DIR, WebGateway
 
 log = logging.getLogger("voice_agent")
 
@@ -70,8 +71,9 @@ class VoiceAgentServer:
         self.service = VoiceAgentService(
             settings, self.backends, self.ready, self.defaults, self.campaigns
         )
+        campaigns_service = CampaignsService(self.campaigns, self.backends)
         cpb_grpc.add_CampaignsServicer_to_server(  # type: ignore[no-untyped-call]
-            CampaignsService(self.campaigns, self.backends), self.server
+            campaigns_service, self.server
         )
         self.health = health.aio.HealthServicer()
         pb_grpc.add_VoiceAgentServicer_to_server(self.service, self.server)  # type: ignore[no-untyped-call]
@@ -97,6 +99,21 @@ class VoiceAgentServer:
             self.port = self.server.add_insecure_port(address)
         if self.port == 0:
             raise SystemExit(f"cannot listen on {settings.host}:{settings.port}")
+        self.serving = False  # what the health service says, for /healthz
+        self.web = WebGateway(
+            host=settings.host,
+            port=settings.http_port,
+            token=settings.token,
+            converse=self.service.Converse,
+            rpc_services=[
+                (self.service, voice_agent_pb2.DESCRIPTOR.services_by_name["VoiceAgent"]),
+                (campaigns_service, campaigns_pb2.DESCRIPTOR.services_by_name["Campaigns"]),
+            ],
+            serving=lambda: self.serving,
+            max_message_bytes=MAX_MESSAGE_BYTES,
+            web_dir=Path(settings.web_dir) if settings.web_dir else WEB_DIR,
+        )
+        self.http_port = self.web.port
         self._loader: asyncio.Task[None] | None = None
         self._stopped = False
 
@@ -104,6 +121,7 @@ class VoiceAgentServer:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
         self.service.loop_lag.start()
+        await self.web.start()
         self._loader = asyncio.create_task(self._load(), name="load-backends")
 
     async def _load(self) -> None:
@@ -126,6 +144,7 @@ class VoiceAgentServer:
         await self._loader
 
     async def _set_health(self, status: int) -> None:
+        self.serving = status == health_pb2.HealthCheckResponse.SERVING
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status)
 
@@ -160,7 +179,7 @@ class VoiceAgentServer:
         await (
             self.defaults.close()
         )  # ends WatchConfig streams, which would otherwise hold the drain
-        await self.server.stop(grace)
+        await asyncio.gather(self.web.stop(grace or 0), self.server.stop(grace))
         await self.service.loop_lag.stop()
         await self.backends.aclose()
         self.campaigns.close()
@@ -168,12 +187,12 @@ class VoiceAgentServer:
 
 async def serve(settings: Settings) -> None:
     server = VoiceAgentServer(settings)
-    start_http_server(settings.http_port)
     await server.start()
     log.info(
-        "gRPC on port %d (health NOT_SERVING until models load); metrics on :%d/metrics",
+        "gRPC on port %d (health NOT_SERVING until models load); web page, browser RPCs, "
+        "/metrics and /healthz on http://127.0.0.1:%d",
         server.port,
-        settings.http_port,
+        server.http_port,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -42,6 +42,8 @@ class Settings:
     tls_key: str = ""
     # A session that receives no audio or text for this long is closed (0: never).
     idle_timeout_seconds: int = 60
+    # The built web page served on http_port; empty: clients/web/dist in this checkout.
+    web_dir: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -61,4 +63,5 @@ class Settings:
             tls_cert=os.environ.get("TLS_CERT", ""),
             tls_key=os.environ.get("TLS_KEY", ""),
             idle_timeout_seconds=_int("IDLE_TIMEOUT_SECONDS", 60),
+            web_dir=os.environ.get("VOICE_AGENT_WEB_DIR", ""),
         )

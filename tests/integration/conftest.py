@@ -26,15 +26,21 @@ def _voice() -> Any:
     return PiperVoice.load(str(assets.piper_voice_path()))
 
 
-def speak(text: str, rate: int = RATE) -> np.ndarray:
+def speak(text: str, rate: int = RATE, varied: bool = True) -> np.ndarray:
     """`text` spoken by the packaged Piper voice, int16 mono at `rate`, silence trimmed.
+
+    Piper varies its delivery at random on every call; `varied=False` turns that noise off, so
+    the same text gives the same audio every time.
 
     Piper rather than espeak-ng: Whisper base hears espeak's robotic voice differently depending
     on where in a 32 ms window it starts ("capital of France" became "capital and friends"),
     which made tests flaky; Piper's natural voice is heard the same wherever it starts.
     """
     voice = _voice()
-    pcm = np.concatenate([chunk.audio_int16_array for chunk in voice.synthesize(text)])
+    from piper import SynthesisConfig
+
+    config = None if varied else SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    pcm = np.concatenate([chunk.audio_int16_array for chunk in voice.synthesize(text, config)])
     pcm = resample(pcm, voice.config.sample_rate, rate)
     voiced = np.nonzero(np.abs(pcm.astype(np.int32)) > 200)[0]
     return pcm[voiced[0] : voiced[-1] + 1] if len(voiced) else pcm
@@ -54,8 +60,14 @@ def write_wav(path: Path, pcm: np.ndarray, rate: int = RATE) -> Path:
 
 
 @pytest.fixture(scope="session")
-async def offline_server() -> AsyncIterator[VoiceAgentServer]:
-    server = VoiceAgentServer(Settings(port=0, host="127.0.0.1"))
+async def offline_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[VoiceAgentServer]:
+    # A throwaway campaign store: never the user's, nor what earlier runs left behind.
+    store = tmp_path_factory.mktemp("campaigns") / "campaigns.db"
+    server = VoiceAgentServer(
+        Settings(port=0, http_port=0, host="127.0.0.1", database_url=f"sqlite://{store}")
+    )
     await server.start()
     await server.wait_ready()
     yield server

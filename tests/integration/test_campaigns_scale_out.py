@@ -21,7 +21,9 @@ async def test_two_instances_share_campaigns_without_losing_updates(postgres_url
         conn.execute(f'CREATE DATABASE "{dbname}"')
     url = f"{postgres_url.rsplit('/', 1)[0]}/{dbname}"
     servers = [
-        VoiceAgentServer(Settings(port=0, host="127.0.0.1", preload=False, database_url=url))
+        VoiceAgentServer(
+            Settings(port=0, http_port=0, host="127.0.0.1", preload=False, database_url=url)
+        )
         for _ in range(2)
     ]
     for server in servers:

@@ -51,6 +51,7 @@ async def start_server() -> AsyncIterator[StartServer]:
         )
         config = {
             "port": 0,
+            "http_port": 0,
             "host": "127.0.0.1",
             "stt": scripted.stt.name,
             "llm": llm_name or scripted.llm.name,

@@ -252,7 +252,11 @@ def main(argv: list[str] | None = None) -> int:
 
     serve = sub.add_parser("serve", help="run the server (offline stack by default)")
     serve.add_argument("--port", type=int, help="gRPC port (default $PORT or 50051)")
-    serve.add_argument("--http-port", type=int, help="metrics port (default $HTTP_PORT or 8080)")
+    serve.add_argument(
+        "--http-port",
+        type=int,
+        help="web page, browser RPCs, /metrics and /healthz (default $HTTP_PORT or 8080)",
+    )
 
     sub.add_parser("models", help="assemble the offline models into $VOICE_AGENT_CACHE")
 

@@ -1,0 +1,416 @@
+"""The server's HTTP side on $HTTP_PORT, in the gRPC server's process and event loop.
+
+- `/` the web page (clients/web, built by npm into clients/web/dist);
+- `/voiceagent.v1.VoiceAgent/*` and `/voiceagent.v1.Campaigns/*`: the unary and server-streaming
+  RPCs for browsers, in the Connect protocol (JSON or binary; gRPC-web too) served by
+  connect-python and bridged to the same servicer objects the gRPC port uses;
+- `/converse`: the Converse stream over a WebSocket (browsers cannot open gRPC bidi streams), one
+  protobuf-encoded ConverseRequest per binary frame in, one ConverseResponse per frame out;
+- `/metrics` (Prometheus) and `/healthz` (200 while gRPC health is SERVING, else 503).
+
+Hypercorn serves it as a coroutine beside grpc.aio; VoiceAgentServer starts it and stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, NoReturn, cast
+from urllib.parse import parse_qs
+
+import grpc
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
+from connectrpc.method import IdempotencyLevel, MethodInfo
+from connectrpc.request import RequestContext
+from connectrpc.server import ConnectASGIApplication, Endpoint
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from voiceagent.v1 import voice_agent_pb2 as pb
+
+from server.auth import authorized, denial
+
+log = logging.getLogger("voice_agent.web")
+
+WEB_DIR = Path(__file__).resolve().parents[1] / "clients" / "web" / "dist"
+CONVERSE_PATH = "/converse"
+# The WebSocket subprotocol of /converse; a browser offers it, plus `bearer.<token>` when the
+# server wants a token (browsers cannot set an Authorization header on a WebSocket).
+SUBPROTOCOL = "voiceagent.v1"
+TOKEN_SUBPROTOCOL_PREFIX = "bearer."
+# Requests waiting for the session: ~1.3 s of 20 ms frames, then the socket is read no further
+# (TCP pushes back on the browser) until the session catches up.
+REQUEST_QUEUE = 64
+
+# WebSocket close codes of /converse (README "Web page"). Frame-level problems use the standard
+# codes; a session that ends with a gRPC status closes with 4000 + that status code (e.g. 4003
+# INVALID_ARGUMENT, 4005 NOT_FOUND, 4014 UNAVAILABLE), after an Error frame with the full message.
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_UNSUPPORTED_DATA = 1003  # a text frame
+CLOSE_INVALID_PAYLOAD = 1007  # a binary frame that is not a ConverseRequest
+CLOSE_POLICY_VIOLATION = 1008  # missing or wrong token
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_STATUS_BASE = 4000
+
+
+class StatusAbort(Exception):
+    """A servicer ended an HTTP-borne call with a gRPC status (its `context.abort`)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+class ClientGone(Exception):
+    """The browser left while a response was being sent: not an error."""
+
+
+class BridgeContext:
+    """The part of grpc.aio.ServicerContext our servicers use, for calls that come over HTTP."""
+
+    def __init__(self, peer: str) -> None:
+        self._peer = peer
+
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
+        raise StatusAbort(code, details)
+
+    def peer(self) -> str:
+        return self._peer
+
+
+def _connect_code(code: grpc.StatusCode) -> Code:
+    return Code.CANCELED if code == grpc.StatusCode.CANCELLED else Code[code.name]
+
+
+def _context(ctx: RequestContext[Any, Any]) -> grpc.aio.ServicerContext:
+    return cast(grpc.aio.ServicerContext, BridgeContext(f"http:{ctx.client_address() or ''}"))
+
+
+def _unary(handler: Callable[..., Awaitable[Message]]) -> Callable[..., Awaitable[Message]]:
+    async def call(request: Message, ctx: RequestContext[Any, Any]) -> Message:
+        try:
+            return await handler(request, _context(ctx))
+        except StatusAbort as abort:
+            raise ConnectError(_connect_code(abort.code), abort.details) from None
+
+    return call
+
+
+def _server_stream(
+    handler: Callable[..., AsyncIterator[Message]],
+) -> Callable[..., AsyncIterator[Message]]:
+    async def call(request: Message, ctx: RequestContext[Any, Any]) -> AsyncIterator[Message]:
+        try:
+            async for response in handler(request, _context(ctx)):
+                yield response
+        except StatusAbort as abort:
+            raise ConnectError(_connect_code(abort.code), abort.details) from None
+
+    return call
+
+
+def _endpoints(servicer: object, service: ServiceDescriptor) -> dict[str, Any]:
+    """One Connect endpoint per method of `service` that a browser can call (all but the
+    client-streaming ones: Converse goes over the WebSocket), each calling `servicer`'s method.
+    (Values are connect-python's EndpointUnary or EndpointServerStream.)"""
+    endpoints: dict[str, Any] = {}
+    for method in service.methods:
+        if method.client_streaming:
+            continue
+        info = _method_info(service, method)
+        handler = getattr(servicer, method.name)
+        path = f"/{service.full_name}/{method.name}"
+        if method.server_streaming:
+            endpoints[path] = Endpoint.server_stream(info, _server_stream(handler))
+        else:
+            endpoints[path] = Endpoint.unary(info, _unary(handler))
+    return endpoints
+
+
+def _method_info(service: ServiceDescriptor, method: MethodDescriptor) -> MethodInfo[Any, Any]:
+    return MethodInfo(
+        name=method.name,
+        service_name=service.full_name,
+        input=message_factory.GetMessageClass(method.input_type),
+        output=message_factory.GetMessageClass(method.output_type),
+        idempotency_level=IdempotencyLevel.UNKNOWN,
+    )
+
+
+class ConnectService(ConnectASGIApplication[object]):
+    """connect-python's ASGI application for one gRPC service, from its descriptor."""
+
+    def __init__(
+        self,
+        servicer: object,
+        service: ServiceDescriptor,
+        token: str,
+        read_max_bytes: int,
+    ) -> None:
+        self._path = f"/{service.full_name}"
+        super().__init__(
+            service=servicer,
+            endpoints=lambda s: _endpoints(s, service),
+            interceptors=[TokenInterceptor(token)] if token else [],
+            read_max_bytes=read_max_bytes,
+        )
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+
+class TokenInterceptor:
+    """VOICE_AGENT_TOKEN on the HTTP RPCs: the same `authorization: Bearer` check as gRPC's."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def on_start(self, ctx: RequestContext[Any, Any]) -> None:
+        given = ctx.request_headers().get("authorization", "")
+        if not authorized(given, self._token):
+            raise ConnectError(Code.UNAUTHENTICATED, denial(given) + " header")
+
+    async def on_end(
+        self, token: None, ctx: RequestContext[Any, Any], error: Exception | None
+    ) -> None:
+        return None
+
+
+ConverseHandler = Callable[
+    [AsyncIterator[pb.ConverseRequest], grpc.aio.ServicerContext],
+    AsyncIterator[pb.ConverseResponse],
+]
+
+
+class WebGateway:
+    """The HTTP side: binds $HTTP_PORT at construction (so `port` is known), serves from `start`
+    until `stop`. The servicers are the gRPC port's own objects."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        token: str,
+        converse: ConverseHandler,
+        rpc_services: list[tuple[object, ServiceDescriptor]],
+        serving: Callable[[], bool],
+        max_message_bytes: int,
+        web_dir: Path = WEB_DIR,
+    ) -> None:
+        self._token = token
+        self._converse = converse
+        self._serving = serving
+        self._web_dir = web_dir
+        self._max_message_bytes = max_message_bytes
+        self._rpc_apps = {
+            f"/{service.full_name}/": ConnectService(servicer, service, token, max_message_bytes)
+            for servicer, service in rpc_services
+        }
+        routes: list[Route | WebSocketRoute | Mount] = [
+            Route("/healthz", self._healthz),
+            Route("/metrics", self._metrics),
+            WebSocketRoute(CONVERSE_PATH, self._converse_socket),
+        ]
+        if (web_dir / "index.html").is_file():
+            routes.append(Mount("/", StaticFiles(directory=web_dir, html=True)))
+        else:
+            routes.append(Route("/", self._not_built))
+        self._site = Starlette(routes=routes)
+        self._socket: socket.socket | None = _listen(host, port)
+        self.port: int = self._socket.getsockname()[1]
+        self._config = Config()
+        self._shutdown = asyncio.Event()
+        self._serving_task: asyncio.Task[None] | None = None
+        self._calls: set[asyncio.Task[None]] = set()  # the running Converse pumps
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI application: RPC paths go to connect-python, the rest to the site."""
+        path: str = scope.get("path", "")
+        for prefix, app in self._rpc_apps.items():
+            if scope["type"] == "http" and path.startswith(prefix):
+                await app(scope, receive, send)
+                return
+        await self._site(scope, receive, send)
+
+    async def start(self) -> None:
+        assert self._socket is not None, "start() called twice"
+        config = self._config
+        config.bind = [f"fd://{self._socket.detach()}"]  # hypercorn owns the socket from now on
+        self._socket = None
+        config.accesslog = None
+        config.errorlog = log
+        config.websocket_max_message_size = self._max_message_bytes
+        self._serving_task = asyncio.create_task(
+            serve(self, config, shutdown_trigger=self._shutdown.wait, mode="asgi"),  # type: ignore[arg-type]
+            name="web-gateway",
+        )
+
+    async def stop(self, grace: float) -> None:
+        """Stop taking connections; give open ones `grace` seconds, then end them."""
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        if self._serving_task is None:
+            return
+        for call in list(self._calls):  # a drain has ended their sessions already, if it ran
+            call.cancel()
+        # Idle keep-alive connections close at once on shutdown, but only if given a moment: a
+        # zero timeout cancels their tasks, which Python 3.11's asyncio logs as errors.
+        self._config.graceful_timeout = max(grace, 1.0)
+        self._shutdown.set()
+        try:
+            await asyncio.wait_for(self._serving_task, grace + 1)
+        except TimeoutError:
+            log.warning("the web gateway did not stop within %.1f s", grace + 1)
+        except Exception:
+            log.exception("the web gateway failed")
+
+    # --- plain HTTP -----------------------------------------------------------------------
+
+    async def _healthz(self, request: Request) -> Response:
+        serving = self._serving()
+        return JSONResponse(
+            {"status": "SERVING" if serving else "NOT_SERVING"}, status_code=200 if serving else 503
+        )
+
+    async def _metrics(self, request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    async def _not_built(self, request: Request) -> Response:
+        return PlainTextResponse(
+            f"The web page is not built ({self._web_dir} has no index.html): "
+            "`make run` builds it with npm (`npm ci && npm run build` in clients/web).",
+            status_code=503,
+        )
+
+    # --- Converse over a WebSocket --------------------------------------------------------
+
+    async def _converse_socket(self, ws: WebSocket) -> None:
+        offered: list[str] = list(ws.scope.get("subprotocols") or [])
+        await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        if self._token:
+            given = _websocket_token(ws.scope.get("query_string", b""), offered)
+            if not authorized(f"Bearer {given}" if given else "", self._token):
+                why = "missing token" if not given else "invalid token"
+                await _close(ws, CLOSE_POLICY_VIOLATION, f"{why}: offer subprotocol bearer.<token>")
+                return
+        client = ws.scope.get("client") or ("", 0)
+        context = cast(grpc.aio.ServicerContext, BridgeContext(f"ws:{client[0]}:{client[1]}"))
+        requests: asyncio.Queue[pb.ConverseRequest] = asyncio.Queue(REQUEST_QUEUE)
+
+        async def request_stream() -> AsyncIterator[pb.ConverseRequest]:
+            while True:
+                yield await requests.get()
+
+        async def responses() -> None:
+            async for response in self._converse(request_stream(), context):
+                try:
+                    await ws.send_bytes(response.SerializeToString())
+                except (WebSocketDisconnect, OSError, RuntimeError) as err:
+                    raise ClientGone from err
+
+        pump = asyncio.create_task(responses(), name="ws-converse")
+        reader = asyncio.create_task(_read_requests(ws, requests), name="ws-read")
+        self._calls.add(pump)
+        try:
+            await asyncio.wait({pump, reader}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._calls.discard(pump)
+            for task in (pump, reader):
+                task.cancel()
+            # Cancelling the pump cancels the session, as grpc does when a client goes away.
+            await asyncio.gather(pump, reader, return_exceptions=True)
+        if reader.done() and not reader.cancelled():  # the reader ended the call
+            if reader.exception() is not None:
+                log.warning("reading a WebSocket failed", exc_info=reader.exception())
+                await _close(ws, CLOSE_INTERNAL_ERROR, "internal error reading frames")
+            elif (closing := reader.result()) is not None:  # a bad frame
+                await _close(ws, *closing)
+            return  # or the browser went away
+        if pump.cancelled():  # only stop() cancels a running pump
+            await _close(ws, CLOSE_GOING_AWAY, "the server is shutting down; reconnect")
+            return
+        error = pump.exception()
+        if isinstance(error, ClientGone):
+            return
+        if error is None:
+            await _close(ws, CLOSE_NORMAL, "session ended")
+        elif isinstance(error, StatusAbort):
+            status = pb.ConverseResponse(
+                error=pb.Error(code=error.code.value[0], message=error.details)
+            )
+            with contextlib.suppress(Exception):
+                await ws.send_bytes(status.SerializeToString())
+            await _close(ws, CLOSE_STATUS_BASE + error.code.value[0], error.details)
+        else:
+            log.error("Converse over a WebSocket failed", exc_info=error)
+            await _close(ws, CLOSE_INTERNAL_ERROR, f"internal error: {type(error).__name__}")
+
+
+async def _read_requests(
+    ws: WebSocket, requests: asyncio.Queue[pb.ConverseRequest]
+) -> tuple[int, str] | None:
+    """Frames into `requests` until the browser leaves (None) or sends a bad frame (close code,
+    reason)."""
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return None
+        data = message.get("bytes")
+        if data is None:
+            return (
+                CLOSE_UNSUPPORTED_DATA,
+                "text frames are not accepted: send binary protobuf ConverseRequest frames",
+            )
+        try:
+            request = pb.ConverseRequest.FromString(data)
+        except DecodeError as err:
+            return CLOSE_INVALID_PAYLOAD, f"a frame is not a protobuf ConverseRequest: {err}"
+        await requests.put(request)
+
+
+def _websocket_token(query_string: bytes, offered: list[str]) -> str:
+    for protocol in offered:
+        if protocol.startswith(TOKEN_SUBPROTOCOL_PREFIX):
+            return protocol[len(TOKEN_SUBPROTOCOL_PREFIX) :]
+    values = parse_qs(query_string.decode("latin-1")).get("token", [])
+    return values[0] if values else ""
+
+
+async def _close(ws: WebSocket, code: int, reason: str) -> None:
+    """Close with a reason cut to the 123 bytes a close frame allows."""
+    encoded = reason.encode()[:123]
+    with contextlib.suppress(Exception):  # the browser may already be gone
+        await ws.close(code, encoded.decode(errors="ignore"))
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    address = host.strip("[]")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        return socket.create_server(
+            (address, port),
+            family=family,
+            dualstack_ipv6=family == socket.AF_INET6 and socket.has_dualstack_ipv6(),
+        )
+    except OSError as err:
+        raise SystemExit(f"cannot listen on {host}:{port} for HTTP (HTTP_PORT): {err}") from err
