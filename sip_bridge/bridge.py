@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import grpc
@@ -40,7 +41,7 @@ log = logging.getLogger("sip_bridge")
 @dataclass(frozen=True)
 class BridgeSettings:
     routes: dict[str, str]
-    max_calls: int = 100
+    max_calls: int = 30
     answer_timeout: float = 5.0  # for the server's SessionStarted before we answer 503
     prebuffer_ms: int = 60
     dtmf_pause: float = 1.5
@@ -53,7 +54,7 @@ class CallSession:
         self.bridge = bridge
         self.record = record
         self.playout = PlayoutBuffer(record.rate, bridge.settings.prebuffer_ms)
-        self.inbound: asyncio.Queue[bytes] = asyncio.Queue()
+        self.inbound: asyncio.Queue[bytes | str] = asyncio.Queue()
         self.digits = DigitCollector(bridge.settings.dtmf_pause)
         self.conversation: Conversation | None = None
         self.started = time.monotonic()
@@ -89,9 +90,7 @@ class CallSession:
                     return
                 self.record.answer()
                 stack.answer(call_id, 200, (self.playout, self.on_audio))
-                log.info(
-                    "call %d answered: session %s", call_id, first.session_started.session_id
-                )
+                log.info("call %d answered: session %s", call_id, first.session_started.session_id)
                 sender = asyncio.create_task(self._send(conversation))
                 try:
                     await self._receive(responses)
@@ -115,16 +114,14 @@ class CallSession:
             )
 
     async def _send(self, conversation: Conversation) -> None:
+        """Caller audio (bytes) and DTMF text turns (str), in the order they happened."""
         while True:
-            try:
-                frame = await asyncio.wait_for(self.inbound.get(), 0.5)
-            except TimeoutError:
-                frame = b""
-            if frame:
-                await conversation.send_audio(frame)
-            typed = self.digits.due(time.monotonic())
-            if typed:
-                await conversation.send_text(typed)
+            item = await self.inbound.get()
+            if isinstance(item, bytes):
+                await conversation.send_audio(item)
+            else:
+                log.info("call %d keys: %s", self.record.call_id, item)
+                await conversation.send_text(item)
 
     async def _receive(self, responses: object) -> None:
         async for response in responses:  # type: ignore[attr-defined]
@@ -142,9 +139,17 @@ class CallSession:
                 log.warning("call %d: server error: %s", self.record.call_id, response.error)
 
     def dtmf(self, digit: str) -> None:
+        """Digits become one text turn, on `#` or after a pause (DigitCollector)."""
         typed = self.digits.add(digit, time.monotonic())
-        if typed and self.conversation is not None:
-            asyncio.ensure_future(self.conversation.send_text(typed))
+        if typed:
+            self.inbound.put_nowait(typed)
+        else:
+            self.loop.call_later(self.digits.pause, self._digits_due)
+
+    def _digits_due(self) -> None:
+        typed = self.digits.due(time.monotonic())
+        if typed and self.record.state is CallState.ANSWERED:
+            self.inbound.put_nowait(typed)
 
     def end(self, reason: str) -> None:
         """The SIP side ended the call (BYE, CANCEL, RTP timeout): end the stream too."""
@@ -160,6 +165,11 @@ class Bridge:
         self.client = client
         self.stack: SipStack
         self.sessions: dict[int, CallSession] = {}
+        self.on_load: Callable[[int], None] | None = None  # calls in progress, on each change
+
+    def _load_changed(self) -> None:
+        if self.on_load is not None:
+            self.on_load(len(self.sessions))
 
     def incoming(self, call_id: int, users: tuple[str, str], codec: Codec) -> None:
         refusal = admission(len(self.sessions), self.settings.max_calls)
@@ -174,14 +184,14 @@ class Bridge:
         session = CallSession(self, record)
         self.sessions[call_id] = session
         session.task = asyncio.create_task(session.run(), name=f"call-{call_id}")
-        log.info(
-            "call %d to %s: %s, campaign %r", call_id, users[0], codec.name, route.campaign_id
-        )
+        self._load_changed()
+        log.info("call %d to %s: %s, campaign %r", call_id, users[0], codec.name, route.campaign_id)
 
     def ended(self, call_id: int, reason: str, stats: MediaStats) -> None:
         session = self.sessions.pop(call_id, None)  # PJSIP reports every call's end once
         if session is None:
             return
+        self._load_changed()
         session.end(reason)
         seconds = time.monotonic() - session.started
         line = {"call": call_id, "reason": reason, "seconds": round(seconds, 2), **asdict(stats)}

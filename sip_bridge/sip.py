@@ -29,6 +29,9 @@ from sip_bridge.routing import Codec, offered_codec, request_uri, uri_user
 log = logging.getLogger("sip_bridge.sip")
 
 GAP_MS = 60.0  # an outbound frame later than this after the previous one is a gap in the RTP
+# The pjsua2-python 2.15.1 wheel is built with PJSUA_MAX_CALLS = 4 (measured: asking for more
+# gets 4): one process carries 4 calls. More calls take more worker processes (dispatch.py).
+PJSUA_MAX_CALLS = 4
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class SipSettings:
     host: str = "0.0.0.0"
     port: int = 5060
     rtp_port: int = 4000
-    max_calls: int = 100
+    max_calls: int = 30
     rtp_timeout: float = 30.0
     wideband: bool = True  # offer and accept G.722 (16 kHz); the media clock then runs at 16 kHz
     register: str = ""  # sip:user@host: also REGISTER there with digest auth
@@ -109,7 +112,7 @@ class AudioPort(pj.AudioMediaPort):  # type: ignore[misc]
         self.stats = MediaStats()
         self._last_tick = 0.0
 
-    def onFrameRequested(self, frame: pj.MediaFrame) -> None:  # noqa: N802 (pjsua2's name)
+    def onFrameRequested(self, frame: pj.MediaFrame) -> None:
         now = time.monotonic()
         if self._last_tick:
             gap = (now - self._last_tick) * 1000
@@ -124,7 +127,7 @@ class AudioPort(pj.AudioMediaPort):  # type: ignore[misc]
         frame.size = len(data)
         self.stats.frames_out += 1
 
-    def onFrameReceived(self, frame: pj.MediaFrame) -> None:  # noqa: N802
+    def onFrameReceived(self, frame: pj.MediaFrame) -> None:
         if frame.type != pj.PJMEDIA_FRAME_TYPE_AUDIO or not frame.size:
             data = self.playout.silence
         else:
@@ -150,12 +153,12 @@ class BridgeCall(pj.Call):  # type: ignore[misc]
         self.on_hold = False
         self.rtp = RtpWatch()
 
-    def onCallState(self, prm: pj.OnCallStateParam) -> None:  # noqa: N802
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:
         info = self.getInfo()
         if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self.stack.call_disconnected(self, f"{info.lastStatusCode} {info.lastReason}")
 
-    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:  # noqa: N802
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
         info = self.getInfo()
         for media in info.media:
             if media.type != pj.PJMEDIA_TYPE_AUDIO:
@@ -169,7 +172,7 @@ class BridgeCall(pj.Call):  # type: ignore[misc]
                 self.stack.connect_audio(self, self.getAudioMedia(media.index))
             return
 
-    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:  # noqa: N802
+    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
         self.stack.post(self.stack.events.dtmf, self.number, str(prm.digit))
 
 
@@ -178,10 +181,10 @@ class BridgeAccount(pj.Account):  # type: ignore[misc]
         super().__init__()
         self.stack = stack
 
-    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:  # noqa: N802
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
         self.stack.incoming_call(self, prm)
 
-    def onRegState(self, prm: pj.OnRegStateParam) -> None:  # noqa: N802
+    def onRegState(self, prm: pj.OnRegStateParam) -> None:
         log.info("registration: %s %s", prm.code, prm.reason)
 
 
@@ -271,14 +274,14 @@ class SipStack:
         config = pj.EpConfig()
         config.uaConfig.threadCnt = 0  # we poll PJSIP on this thread: callbacks arrive here
         config.uaConfig.mainThreadOnly = False
-        config.uaConfig.maxCalls = s.max_calls + 8  # room to answer 486 past --max-calls
+        config.uaConfig.maxCalls = min(PJSUA_MAX_CALLS, s.max_calls + 2)  # room to answer 486
         config.uaConfig.userAgent = "voice-agent-sip"
         config.logConfig.level = s.pjsip_log_level
         config.logConfig.consoleLevel = s.pjsip_log_level
         media = config.medConfig
         media.clockRate = 16000 if s.wideband else 8000
         media.sndClockRate = media.clockRate
-        media.maxMediaPorts = 2 * (s.max_calls + 8) + 4
+        media.maxMediaPorts = 2 * PJSUA_MAX_CALLS + 4
         media.noVad = True
         media.ecTailLen = 0  # no echo canceller: the agent is not a loudspeaker
         media.quality = 4
@@ -289,7 +292,13 @@ class SipStack:
         self.read_frame = _frame_reader()
         if not s.wideband:
             ep.codecSetPriority("G722/16000/1", 0)
-        for codec in ("speex/16000/1", "speex/8000/1", "speex/32000/1", "iLBC/8000/1", "GSM/8000/1"):
+        for codec in (
+            "speex/16000/1",
+            "speex/8000/1",
+            "speex/32000/1",
+            "iLBC/8000/1",
+            "GSM/8000/1",
+        ):
             ep.codecSetPriority(codec, 0)  # we take G.711 and G.722 only
         transport = pj.TransportConfig()
         transport.port = s.port
@@ -345,7 +354,9 @@ class SipStack:
         call.media = order.media
         self._send_answer(call, order.code, order.headers)
 
-    def _send_answer(self, call: BridgeCall, code: int, headers: dict[str, str] | None = None) -> None:
+    def _send_answer(
+        self, call: BridgeCall, code: int, headers: dict[str, str] | None = None
+    ) -> None:
         op = pj.CallOpParam()
         op.statusCode = code
         for name, value in (headers or {}).items():
@@ -417,7 +428,11 @@ class SipStack:
             except pj.Error:
                 continue
             if call.rtp.timed_out(packets, call.on_hold, now, self.settings.rtp_timeout):
-                log.info("call %d: no RTP for %.0f s, hanging up", call.number, now - (call.rtp.idle_since or now))
+                log.info(
+                    "call %d: no RTP for %.0f s, hanging up",
+                    call.number,
+                    now - (call.rtp.idle_since or now),
+                )
                 self._hangup(call.number)
 
     def _destroy(self) -> None:

@@ -48,7 +48,9 @@ def free_udp_port(span: int = 1) -> int:
 def require(command: str, package: str) -> str:
     path = shutil.which(command)
     if path is None:
-        pytest.fail(f"`{command}` not found: install the Debian package {package} (make system-deps)")
+        pytest.fail(
+            f"`{command}` not found: install the Debian package {package} (make system-deps)"
+        )
     return path
 
 
@@ -94,7 +96,7 @@ class BridgeProcess:
 
 
 def start_bridge(server_port: int, *extra: str) -> BridgeProcess:
-    sip_port = free_udp_port(2)
+    sip_port = free_udp_port(8)  # with --max-calls > 4, workers take the ports after it
     rtp_port = free_udp_port(2)
     process = subprocess.Popen(
         [
@@ -189,7 +191,9 @@ def run_sipp(
     output = done.stdout + done.stderr
     for log in workdir.glob("*_errors.log"):
         output += "\n" + log.read_text(errors="replace")
-    return SippResult(done.returncode, _count(output, "Successful call"), _count(output, "Failed call"), output)
+    return SippResult(
+        done.returncode, _count(output, "Successful call"), _count(output, "Failed call"), output
+    )
 
 
 def _count(output: str, label: str) -> int:
@@ -205,7 +209,9 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
         return np.frombuffer(wav.readframes(wav.getnframes()), "<i2"), wav.getframerate()
 
 
-def speech_segments(pcm: np.ndarray, rate: int, threshold: float = 300.0) -> list[tuple[float, float]]:
+def speech_segments(
+    pcm: np.ndarray, rate: int, threshold: float = 300.0
+) -> list[tuple[float, float]]:
     """(start, end) seconds of stretches whose 20 ms RMS is above `threshold` (gaps < 0.5 s merged)."""
     frame = rate // 50
     n = len(pcm) // frame

@@ -84,7 +84,15 @@ async def test_baresip_hears_greeting_and_answer(
     try:
         call = await asyncio.to_thread(
             subprocess.run,
-            [baresip, "-f", str(tmp_path), "-e", f"/dial sip:agent@127.0.0.1:{bridge.sip_port}", "-t", "25"],
+            [
+                baresip,
+                "-f",
+                str(tmp_path),
+                "-e",
+                f"/dial sip:agent@127.0.0.1:{bridge.sip_port}",
+                "-t",
+                "25",
+            ],
             capture_output=True,
             text=True,
             timeout=60,

@@ -1,0 +1,180 @@
+"""SIPp (Debian `sip-tester`) scenarios against the bridge: the SIP edge cases a PBX would send.
+
+Scenarios live in tests/integration/sipp/*.xml. The bridge runs as its own process, as users
+run it; behind it the real offline server, or no server at all where that is the point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server.main import VoiceAgentServer
+from tests.integration.conftest import pause, speak
+from tests.integration.sip_peers import (
+    BridgeProcess,
+    run_sipp,
+    start_bridge,
+    write_mulaw_wav,
+)
+
+RATE = 8000
+
+
+def options_ok(bridge: BridgeProcess) -> bool:
+    """An OPTIONS keepalive gets 200: the bridge is up and answering."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(3)
+        port = s.getsockname()[1]
+        s.sendto(
+            (
+                f"OPTIONS sip:agent@127.0.0.1:{bridge.sip_port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-keepalive{port}\r\n"
+                "From: <sip:probe@127.0.0.1>;tag=probe\r\n"
+                f"To: <sip:agent@127.0.0.1:{bridge.sip_port}>\r\n"
+                f"Call-ID: keepalive-{port}@127.0.0.1\r\n"
+                "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            ).encode(),
+            ("127.0.0.1", bridge.sip_port),
+        )
+        try:
+            return s.recv(4000).startswith(b"SIP/2.0 200")
+        except TimeoutError:
+            return False
+
+
+def ended_calls(bridge: BridgeProcess) -> list[dict[str, object]]:
+    return [
+        json.loads(line.split("call ended ", 1)[1])
+        for line in bridge.lines
+        if "call ended " in line
+    ]
+
+
+@pytest.fixture
+def question_wav(tmp_path: Path) -> Path:
+    pcm = np.concatenate([pause(0.5, RATE), speak("What is the capital of France?", RATE)])
+    return write_mulaw_wav(tmp_path / "question_ulaw.wav", np.concatenate([pcm, pause(1.0, RATE)]))
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP port that accepts connections and never answers: a hung server."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        yield s.getsockname()[1]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_basic_call_with_rtp(
+    offline_server: VoiceAgentServer, tmp_path: Path, question_wav: Path
+) -> None:
+    bridge = await asyncio.to_thread(start_bridge, offline_server.port)
+    try:
+        result = await asyncio.to_thread(
+            run_sipp, "basic_call", bridge.sip_port, tmp_path, 1, 10, 7000
+        )
+        assert result.successful == 1, result.output[-3000:]
+        heard = await asyncio.to_thread(bridge.wait_for, "heard:", 10)
+        assert "capital" in heard[0].lower()
+        await asyncio.to_thread(bridge.wait_for, "call ended", 10)
+        [call] = ended_calls(bridge)
+        assert call["frames_in"] > 300 and call["frames_out"] > 300, call
+    finally:
+        assert await asyncio.to_thread(bridge.stop) == 0
+
+
+async def test_cancel_before_answer(silent_server: int, tmp_path: Path) -> None:
+    bridge = await asyncio.to_thread(start_bridge, silent_server, "--answer-timeout", "20")
+    try:
+        result = await asyncio.to_thread(run_sipp, "cancel", bridge.sip_port, tmp_path)
+        assert result.successful == 1, result.output[-3000:]
+        [line] = await asyncio.to_thread(bridge.wait_for, "call ended", 5)
+        assert "487" in line
+        assert not any("answered" in x for x in bridge.lines)
+        assert options_ok(bridge)
+    finally:
+        assert await asyncio.to_thread(bridge.stop) == 0
+
+
+async def test_server_unreachable_gets_503_with_retry_after(tmp_path: Path) -> None:
+    bridge = await asyncio.to_thread(start_bridge, closed_port())
+    try:
+        result = await asyncio.to_thread(run_sipp, "unavailable", bridge.sip_port, tmp_path)
+        assert result.successful == 1, result.output[-3000:]
+    finally:
+        assert await asyncio.to_thread(bridge.stop) == 0
+
+
+async def test_hung_server_gets_503_not_a_silent_hang(silent_server: int, tmp_path: Path) -> None:
+    bridge = await asyncio.to_thread(start_bridge, silent_server, "--answer-timeout", "1")
+    try:
+        result = await asyncio.to_thread(run_sipp, "unavailable", bridge.sip_port, tmp_path)
+        assert result.successful == 1, result.output[-3000:]
+    finally:
+        assert await asyncio.to_thread(bridge.stop) == 0
+
+
+async def test_bye_from_the_bridge_when_rtp_stops(
+    offline_server: VoiceAgentServer, tmp_path: Path
+) -> None:
+    bridge = await asyncio.to_thread(start_bridge, offline_server.port, "--rtp-timeout", "2")
+    try:
+        result = await asyncio.to_thread(run_sipp, "bridge_bye", bridge.sip_port, tmp_path)
+        assert result.successful == 1, result.output[-3000:]
+        assert any("no RTP" in line for line in bridge.lines)
+    finally:
+        assert await asyncio.to_thread(bridge.stop) == 0
+
+
+async def test_malformed_invite_gets_400_and_bridge_stays_up(
+    offline_server: VoiceAgentServer, tmp_path: Path
+) -> None:
+    bridge = await asyncio.to_thread(start_bridge, offline_server.port)
+    try:
+        result = await asyncio.to_thread(run_sipp, "malformed_invite", bridge.sip_port, tmp_path)
+        assert result.successful == 1, result.output[-3000:]
+        assert bridge.alive() and options_ok(bridge)
+    finally:
+        assert await asyncio.to_thread(bridge.stop) == 0
+
+
+async def test_max_calls_then_busy_here(offline_server: VoiceAgentServer, tmp_path: Path) -> None:
+    bridge = await asyncio.to_thread(start_bridge, offline_server.port, "--max-calls", "0")
+    try:
+        result = await asyncio.to_thread(run_sipp, "busy", bridge.sip_port, tmp_path)
+        assert result.successful == 1, result.output[-3000:]
+    finally:
+        assert await asyncio.to_thread(bridge.stop) == 0
+
+
+async def test_twenty_concurrent_calls(
+    offline_server: VoiceAgentServer, tmp_path: Path, question_wav: Path
+) -> None:
+    bridge = await asyncio.to_thread(start_bridge, offline_server.port, "--max-calls", "20")
+    try:
+        result = await asyncio.to_thread(
+            run_sipp, "basic_call", bridge.sip_port, tmp_path, 20, 40, 12000, 90
+        )
+        assert result.successful == 20 and result.failed == 0, result.output[-3000:]
+        await asyncio.to_thread(bridge.wait_for, "call ended", 15, 20)
+        calls = ended_calls(bridge)
+        assert len(calls) == 20
+        assert all(c["frames_in"] > 200 for c in calls), calls
+        heard = [line for line in bridge.lines if "heard:" in line]
+        assert len(heard) >= 15, f"the server heard {len(heard)} of 20 questions"
+    finally:
+        assert await asyncio.to_thread(bridge.stop) == 0
