@@ -278,7 +278,7 @@ class Dispatcher(asyncio.DatagramProtocol):
         self, message: SipMessage, source: tuple[str, int]
     ) -> list[tuple[bytes, tuple[str, int]]]:
         vias = [v.strip() for value in message.all("via") for v in value.split(",")]
-        if len(vias) < 2 or source[1] not in {w.port for w in self.workers}:
+        if len(vias) < 2 or source not in {(self.host, w.port) for w in self.workers}:
             return []  # not a response to something we forwarded
         rest = vias[1:]
         kept = [(k, v) for k, v in message.headers if _canonical(k) != "via"]

@@ -55,6 +55,13 @@ def baresip_config(folder: Path, sip_port: int, question: Path) -> None:
     )
 
 
+def what_the_caller_heard(folder: Path) -> tuple[np.ndarray, int]:
+    """sndfile's recording of the decoded audio: what baresip played to its user."""
+    dumps = sorted(folder.glob("dump-*-dec.wav"))
+    assert dumps, f"baresip wrote no recording: {sorted(p.name for p in folder.iterdir())}"
+    return read_wav(dumps[0])
+
+
 async def create_campaign(server_port: int, greeting: str) -> str:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server_port}") as channel:
         stub = campaigns_pb2_grpc.CampaignsStub(channel)  # type: ignore[no-untyped-call]
@@ -104,9 +111,7 @@ async def test_baresip_hears_greeting_and_answer(
     finally:
         assert await asyncio.to_thread(bridge.stop) == 0, "\n".join(bridge.lines[-30:])
 
-    dumps = sorted(tmp_path.glob("dump-*-dec.wav"))
-    assert dumps, f"baresip wrote no recording: {sorted(p.name for p in tmp_path.iterdir())}"
-    pcm, rate = read_wav(dumps[0])
+    pcm, rate = await asyncio.to_thread(what_the_caller_heard, tmp_path)
     segments = speech_segments(pcm, rate)
     greeting = [s for s in segments if s[0] < QUESTION_AT]
     answer = [s for s in segments if s[0] > question_end]
