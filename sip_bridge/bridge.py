@@ -10,7 +10,7 @@ call's playout buffer, BARGE_IN flushes that buffer, and whichever side ends fir
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import json
 import logging
 import time
@@ -44,6 +44,7 @@ class BridgeSettings:
     max_calls: int = 30
     answer_timeout: float = 5.0  # for the server's SessionStarted before we answer 503
     prebuffer_ms: int = 60
+    tick_ms: int = 20  # the media clock's frame: the playout buffer hands out frames this long
     dtmf_pause: float = 1.5
 
 
@@ -53,8 +54,13 @@ class CallSession:
     def __init__(self, bridge: Bridge, record: CallRecord) -> None:
         self.bridge = bridge
         self.record = record
-        self.playout = PlayoutBuffer(record.rate, bridge.settings.prebuffer_ms)
-        self.inbound: asyncio.Queue[bytes | str] = asyncio.Queue()
+        self.playout = PlayoutBuffer(
+            record.rate, bridge.settings.prebuffer_ms, frame_ms=bridge.settings.tick_ms
+        )
+        # Caller audio from the media clock thread (deque appends are thread-safe) and DTMF text
+        # turns; Bridge.pump sends both up the stream once per tick for every call.
+        self.frames: collections.deque[bytes] = collections.deque()
+        self.texts: list[str] = []
         self.digits = DigitCollector(bridge.settings.dtmf_pause)
         self.conversation: Conversation | None = None
         self.started = time.monotonic()
@@ -63,7 +69,7 @@ class CallSession:
 
     def on_audio(self, frame: bytes) -> None:
         """Called on PJSIP's media clock thread with each frame the caller sent."""
-        self.loop.call_soon_threadsafe(self.inbound.put_nowait, frame)
+        self.frames.append(frame)
 
     async def run(self) -> None:
         stack, call_id = self.bridge.stack, self.record.call_id
@@ -91,13 +97,7 @@ class CallSession:
                 self.record.answer()
                 stack.answer(call_id, 200, (self.playout, self.on_audio))
                 log.info("call %d answered: session %s", call_id, first.session_started.session_id)
-                sender = asyncio.create_task(self._send(conversation))
-                try:
-                    await self._receive(responses)
-                finally:
-                    sender.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await sender
+                await self._receive(responses)
         except grpc.aio.AioRpcError as err:
             log.warning("call %d: stream ended: %s %s", call_id, err.code().name, err.details())
         finally:
@@ -113,15 +113,19 @@ class CallSession:
                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
 
-    async def _send(self, conversation: Conversation) -> None:
-        """Caller audio (bytes) and DTMF text turns (str), in the order they happened."""
-        while True:
-            item = await self.inbound.get()
-            if isinstance(item, bytes):
-                await conversation.send_audio(item)
-            else:
-                log.info("call %d keys: %s", self.record.call_id, item)
-                await conversation.send_text(item)
+    async def send_pending(self) -> None:
+        """Send what the caller said since the last tick as one message, then any DTMF turn."""
+        if self.conversation is None or self.record.state is not CallState.ANSWERED:
+            self.frames.clear()
+            return
+        count = len(self.frames)
+        if count:
+            audio = b"".join(self.frames.popleft() for _ in range(count))
+            await self.conversation.send_audio(audio)
+        while self.texts:
+            typed = self.texts.pop(0)
+            log.info("call %d keys: %s", self.record.call_id, typed)
+            await self.conversation.send_text(typed)
 
     async def _receive(self, responses: object) -> None:
         async for response in responses:  # type: ignore[attr-defined]
@@ -142,14 +146,14 @@ class CallSession:
         """Digits become one text turn, on `#` or after a pause (DigitCollector)."""
         typed = self.digits.add(digit, time.monotonic())
         if typed:
-            self.inbound.put_nowait(typed)
+            self.texts.append(typed)
         else:
             self.loop.call_later(self.digits.pause, self._digits_due)
 
     def _digits_due(self) -> None:
         typed = self.digits.due(time.monotonic())
         if typed and self.record.state is CallState.ANSWERED:
-            self.inbound.put_nowait(typed)
+            self.texts.append(typed)
 
     def end(self, reason: str) -> None:
         """The SIP side ended the call (BYE, CANCEL, RTP timeout): end the stream too."""
@@ -166,6 +170,15 @@ class Bridge:
         self.stack: SipStack
         self.sessions: dict[int, CallSession] = {}
         self.on_load: Callable[[int], None] | None = None  # calls in progress, on each change
+
+    async def pump(self) -> None:
+        """Every media tick, each call's new audio goes up its stream: one timer for all calls
+        instead of a cross-thread wakeup per frame per call."""
+        tick = self.settings.tick_ms / 1000
+        while True:
+            await asyncio.sleep(tick)
+            for session in list(self.sessions.values()):
+                await session.send_pending()
 
     def _load_changed(self) -> None:
         if self.on_load is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-FRAME_MS = 20
+FRAME_MS = 20  # RTP packet time; the media clock may tick every 2 packets (SipSettings.tick_ms)
 
 
 @dataclass
@@ -25,10 +25,16 @@ class PlayoutStats:
 class PlayoutBuffer:
     """Bytes of 16-bit mono PCM at `rate`; `pop()` returns exactly one frame (silence if none)."""
 
-    def __init__(self, rate: int, prebuffer_ms: int = 60, max_seconds: float = 120.0) -> None:
+    def __init__(
+        self,
+        rate: int,
+        prebuffer_ms: int = 60,
+        max_seconds: float = 120.0,
+        frame_ms: int = FRAME_MS,
+    ) -> None:
         self.rate = rate
-        self.frame_bytes = rate * FRAME_MS // 1000 * 2
-        self.prebuffer_frames = max(1, prebuffer_ms // FRAME_MS)
+        self.frame_bytes = rate * frame_ms // 1000 * 2
+        self.prebuffer_frames = max(1, -(-prebuffer_ms // frame_ms))
         self._max_bytes = int(max_seconds * rate) * 2
         self.silence = bytes(self.frame_bytes)
         self._buf = bytearray()

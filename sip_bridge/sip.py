@@ -41,10 +41,13 @@ class SipSettings:
     rtp_port: int = 4000
     max_calls: int = 30
     rtp_timeout: float = 30.0
-    wideband: bool = True  # offer and accept G.722 (16 kHz); the media clock then runs at 16 kHz
+    wideband: bool = False  # also G.722 (16 kHz); the media clock then runs at 16 kHz
     register: str = ""  # sip:user@host: also REGISTER there with digest auth
     password: str = ""
     pjsip_log_level: int = 1
+    # How often PJSIP's media clock asks each call for audio (and hands over what it received).
+    # RTP stays at 20 ms packets; a 40 ms tick halves the Python work per call.
+    tick_ms: int = FRAME_MS
 
 
 @dataclass
@@ -111,6 +114,7 @@ class AudioPort(pj.AudioMediaPort):  # type: ignore[misc]
         self.read_frame = read_frame
         self.stats = MediaStats()
         self._last_tick = 0.0
+        self.name_ = ""
 
     def onFrameRequested(self, frame: pj.MediaFrame) -> None:
         now = time.monotonic()
@@ -120,6 +124,7 @@ class AudioPort(pj.AudioMediaPort):  # type: ignore[misc]
                 self.stats.max_gap_ms = gap
             if gap > GAP_MS:
                 self.stats.gaps += 1
+                log.debug("%s: %.0f ms since the previous frame", self.name_, gap)
         self._last_tick = now
         data = self.playout.pop()
         frame.type = pj.PJMEDIA_FRAME_TYPE_AUDIO
@@ -186,6 +191,14 @@ class BridgeAccount(pj.Account):  # type: ignore[misc]
 
     def onRegState(self, prm: pj.OnRegStateParam) -> None:
         log.info("registration: %s %s", prm.code, prm.reason)
+        if prm.code in (401, 407):
+            log.error(
+                "registration refused (%d): the registrar wants digest authentication, which "
+                "this pjsua2-python build cannot do (PJSIP 2.15 computes MD5 digests with "
+                "OpenSSL and the wheel has none); let the PBX accept the bridge by address "
+                "(an IP trunk) instead of a password",
+                prm.code,
+            )
 
 
 @dataclass
@@ -259,7 +272,7 @@ class SipStack:
         assert self.endpoint is not None
         next_check = time.monotonic() + 1
         while not self._stopping:
-            self.endpoint.libHandleEvents(10)
+            self.endpoint.libHandleEvents(20)
             self._run_commands()
             self._reap()
             if time.monotonic() >= next_check:
@@ -286,7 +299,7 @@ class SipStack:
         media.ecTailLen = 0  # no echo canceller: the agent is not a loudspeaker
         media.quality = 4
         media.ptime = FRAME_MS
-        media.audioFramePtime = FRAME_MS
+        media.audioFramePtime = s.tick_ms
         ep.libInit(config)
         ep.audDevManager().setNullDev()  # headless: the media clock runs without a sound card
         self.read_frame = _frame_reader()
@@ -326,7 +339,10 @@ class SipStack:
         user, _, host = uri.removeprefix("sips:").removeprefix("sip:").partition("@")
         config = self._account_config(uri if uri.startswith("sip") else f"sip:{uri}")
         config.regConfig.registrarUri = f"sip:{host}"
-        credentials = pj.AuthCredInfo("digest", "*", user, 0, password)
+        credentials = pj.AuthCredInfo(
+            "digest", "*", user, pj.PJSIP_CRED_DATA_PLAIN_PASSWD, password
+        )
+        credentials.algoType = pj.PJSIP_AUTH_ALGORITHM_MD5
         config.sipConfig.authCreds.append(credentials)
         return config
 
@@ -382,9 +398,10 @@ class SipStack:
         if call.port is None:
             rate = call.media.playout.rate
             fmt = pj.MediaFormatAudio()
-            fmt.init(pj.PJMEDIA_FORMAT_PCM, rate, 1, FRAME_MS * 1000, 16)
+            fmt.init(pj.PJMEDIA_FORMAT_PCM, rate, 1, self.settings.tick_ms * 1000, 16)
             port = AudioPort(call.media.playout, call.media.on_audio, self.read_frame)
             port.createPort(f"call{call.number}", fmt)
+            port.name_ = f"call {call.number}"
             call.port = port
         audio.startTransmit(call.port)
         call.port.startTransmit(audio)

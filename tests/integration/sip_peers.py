@@ -95,8 +95,8 @@ class BridgeProcess:
         return self.process.returncode
 
 
-def start_bridge(server_port: int, *extra: str) -> BridgeProcess:
-    sip_port = free_udp_port(8)  # with --max-calls > 4, workers take the ports after it
+def start_bridge(server_port: int, *extra: str, span: int = 8) -> BridgeProcess:
+    sip_port = free_udp_port(span)  # with --max-calls > 4, workers take the ports after it
     rtp_port = free_udp_port(2)
     process = subprocess.Popen(
         [
@@ -119,7 +119,7 @@ def start_bridge(server_port: int, *extra: str) -> BridgeProcess:
     )
     bridge = BridgeProcess(sip_port, process)
     threading.Thread(target=bridge._pump, daemon=True).start()
-    bridge.wait_for("SIP bridge listening")
+    bridge.wait_for("SIP bridge listening", within=10 + span)
     return bridge
 
 

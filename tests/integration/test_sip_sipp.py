@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,10 @@ import pytest
 from server.main import VoiceAgentServer
 from tests.integration.conftest import pause, speak
 from tests.integration.sip_peers import (
+    SIPP_DIR,
     BridgeProcess,
+    free_udp_port,
+    require,
     run_sipp,
     start_bridge,
     write_mulaw_wav,
@@ -176,5 +180,94 @@ async def test_twenty_concurrent_calls(
         assert all(c["frames_in"] > 200 for c in calls), calls
         heard = [line for line in bridge.lines if "heard:" in line]
         assert len(heard) >= 15, f"the server heard {len(heard)} of 20 questions"
+    finally:
+        assert await asyncio.to_thread(bridge.stop) == 0
+
+
+def start_registrar(scenario: str, workdir: Path, port: int) -> subprocess.Popen[str]:
+    """SIPp as a registrar on `port`, for one REGISTER dialogue."""
+    return subprocess.Popen(
+        [
+            require("sipp", "sip-tester"),
+            *("-sf", str(SIPP_DIR / f"{scenario}.xml"), "-i", "127.0.0.1", "-p", str(port)),
+            *("-m", "1", "-nostdin", "-trace_err", "-timeout", "20s"),
+        ],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+async def register_against(
+    scenario: str, server_port: int, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[subprocess.Popen[str], BridgeProcess]:
+    registrar_port = free_udp_port(2)
+    registrar = start_registrar(scenario, workdir, registrar_port)
+    await asyncio.sleep(0.5)
+    monkeypatch.setenv("SIP_TEST_PASSWORD", "secret")
+    bridge = await asyncio.to_thread(
+        start_bridge,
+        server_port,
+        *("--register", f"sip:agent@127.0.0.1:{registrar_port}"),
+        *("--password-env", "SIP_TEST_PASSWORD"),
+    )
+    return registrar, bridge
+
+
+async def test_register_to_a_registrar(
+    offline_server: VoiceAgentServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registrar, bridge = await register_against(
+        "registrar_open", offline_server.port, tmp_path, monkeypatch
+    )
+    try:
+        output, _ = await asyncio.to_thread(registrar.communicate, timeout=30)
+        assert registrar.returncode == 0, output[-3000:]
+        await asyncio.to_thread(bridge.wait_for, "registration: 200", 10)
+    finally:
+        assert await asyncio.to_thread(bridge.stop) == 0
+
+
+async def test_digest_challenge_gets_a_clear_error(
+    offline_server: VoiceAgentServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pjsua2-python wheel's PJSIP has no MD5 digest (no OpenSSL): say so, do not hang."""
+    registrar, bridge = await register_against(
+        "registrar", offline_server.port, tmp_path, monkeypatch
+    )
+    try:
+        await asyncio.to_thread(bridge.wait_for, "cannot do", 10)
+        assert bridge.alive() and options_ok(bridge)
+    finally:
+        registrar.kill()
+        await asyncio.to_thread(registrar.communicate)
+        assert await asyncio.to_thread(bridge.stop) == 0
+
+
+async def test_dtmf_keys_reach_the_agent_as_text(
+    offline_server: VoiceAgentServer, tmp_path: Path
+) -> None:
+    bridge = await asyncio.to_thread(start_bridge, offline_server.port)
+    try:
+        result = await asyncio.to_thread(run_sipp, "dtmf", bridge.sip_port, tmp_path, 1, 10, 3000)
+        assert result.successful == 1, result.output[-3000:]
+        [keys] = await asyncio.to_thread(bridge.wait_for, "keys:", 5)
+        assert "1 2" in keys, keys
+    finally:
+        assert await asyncio.to_thread(bridge.stop) == 0
+
+
+async def test_hold_keeps_the_call_without_rtp(
+    offline_server: VoiceAgentServer, tmp_path: Path
+) -> None:
+    """On hold for 4 s with a 2 s RTP timeout: the call survives, is resumed, then hung up."""
+    bridge = await asyncio.to_thread(start_bridge, offline_server.port, "--rtp-timeout", "2")
+    try:
+        result = await asyncio.to_thread(run_sipp, "hold", bridge.sip_port, tmp_path, 1, 10, 4000)
+        assert result.successful == 1, result.output[-3000:]
+        [line] = await asyncio.to_thread(bridge.wait_for, "call ended", 5)
+        assert "200 Normal call clearing" in line, line
+        assert not any("no RTP" in x for x in bridge.lines)
     finally:
         assert await asyncio.to_thread(bridge.stop) == 0
