@@ -233,3 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     if workers > 1 and args.worker_index < 0:
         sys.exit(asyncio.run(supervise(args, argv, workers)))
     asyncio.run(run(args))
+    # PJSIP is destroyed by now (SipStack.stop); skip the interpreter's teardown, which would
+    # still finalize SWIG proxies of pjsua2 objects and can crash after a clean shutdown.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
