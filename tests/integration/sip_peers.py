@@ -150,12 +150,14 @@ def run_sipp(
     listen_ms: int = 1000,
     timeout: float = 120.0,
     extra: tuple[str, ...] = (),
+    nice: int = 0,
 ) -> SippResult:
     """Run SIPp's `scenario` (tests/integration/sipp/NAME.xml) against the bridge from `workdir`."""
     sipp = require("sipp", "sip-tester")
     port = free_udp_port(2)
     media = free_udp_port(2)
     command = [
+        *(("nice", "-n", str(nice)) if nice else ()),
         sipp,
         f"127.0.0.1:{bridge_port}",
         "-sf",
