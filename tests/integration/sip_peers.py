@@ -6,6 +6,8 @@ the Makefile's system-deps). Ports are picked per test so parallel runs do not c
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import shutil
 import socket
@@ -15,6 +17,7 @@ import sys
 import threading
 import time
 import wave
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,6 +124,17 @@ def start_bridge(server_port: int, *extra: str, span: int = 8) -> BridgeProcess:
     threading.Thread(target=bridge._pump, daemon=True).start()
     bridge.wait_for("SIP bridge listening", within=10 + span)
     return bridge
+
+
+@contextlib.asynccontextmanager
+async def running_bridge(server_port: int, *extra: str) -> AsyncIterator[BridgeProcess]:
+    """The bridge for one test: started, then stopped, and it must exit cleanly (code 0)."""
+    bridge = await asyncio.to_thread(start_bridge, server_port, *extra)
+    try:
+        yield bridge
+    finally:
+        code = await asyncio.to_thread(bridge.stop)
+        assert code == 0, f"bridge exit code {code}:\n" + "\n".join(bridge.lines[-30:])
 
 
 def write_mulaw_wav(path: Path, pcm: np.ndarray) -> Path:

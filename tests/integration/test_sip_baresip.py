@@ -21,9 +21,9 @@ from tests.integration.sip_peers import (
     free_udp_port,
     read_wav,
     require,
+    running_bridge,
     speech_like,
     speech_segments,
-    start_bridge,
 )
 
 RATE = 8000
@@ -85,10 +85,7 @@ async def test_baresip_hears_greeting_and_answer(
     sip_port = free_udp_port(2)
     baresip_config(tmp_path, sip_port, tmp_path / "question.wav")
 
-    bridge = await asyncio.to_thread(
-        start_bridge, offline_server.port, "--route", f"agent={campaign_id}"
-    )
-    try:
+    async with running_bridge(offline_server.port, "--route", f"agent={campaign_id}") as bridge:
         call = await asyncio.to_thread(
             subprocess.run,
             [
@@ -108,8 +105,6 @@ async def test_baresip_hears_greeting_and_answer(
         heard = await asyncio.to_thread(bridge.wait_for, "heard:", 10)
         assert "capital" in heard[0].lower(), heard
         await asyncio.to_thread(bridge.wait_for, "call ended", 10)
-    finally:
-        assert await asyncio.to_thread(bridge.stop) == 0, "\n".join(bridge.lines[-30:])
 
     pcm, rate = await asyncio.to_thread(what_the_caller_heard, tmp_path)
     segments = speech_segments(pcm, rate)

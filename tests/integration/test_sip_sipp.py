@@ -7,10 +7,11 @@ run it; behind it the real offline server, or no server at all where that is the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from tests.integration.sip_peers import (
     free_udp_port,
     require,
     run_sipp,
-    start_bridge,
+    running_bridge,
     write_mulaw_wav,
 )
 
@@ -32,26 +33,27 @@ RATE = 8000
 
 
 def options_ok(bridge: BridgeProcess) -> bool:
-    """An OPTIONS keepalive gets 200: the bridge is up and answering."""
+    """An OPTIONS keepalive gets 200: the bridge is up and answering. Retransmitted as a SIP
+    client does over UDP (RFC 3261 timer E: 0.5, 1, 2 s), since a datagram can be dropped."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
-        s.settimeout(3)
         port = s.getsockname()[1]
-        s.sendto(
-            (
-                f"OPTIONS sip:agent@127.0.0.1:{bridge.sip_port} SIP/2.0\r\n"
-                f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-keepalive{port}\r\n"
-                "From: <sip:probe@127.0.0.1>;tag=probe\r\n"
-                f"To: <sip:agent@127.0.0.1:{bridge.sip_port}>\r\n"
-                f"Call-ID: keepalive-{port}@127.0.0.1\r\n"
-                "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-            ).encode(),
-            ("127.0.0.1", bridge.sip_port),
-        )
-        try:
-            return s.recv(4000).startswith(b"SIP/2.0 200")
-        except TimeoutError:
-            return False
+        request = (
+            f"OPTIONS sip:agent@127.0.0.1:{bridge.sip_port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-keepalive{port}\r\n"
+            "From: <sip:probe@127.0.0.1>;tag=probe\r\n"
+            f"To: <sip:agent@127.0.0.1:{bridge.sip_port}>\r\n"
+            f"Call-ID: keepalive-{port}@127.0.0.1\r\n"
+            "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        for wait in (0.5, 1.0, 2.0, 4.0):
+            s.sendto(request, ("127.0.0.1", bridge.sip_port))
+            s.settimeout(wait)
+            try:
+                return s.recv(4000).startswith(b"SIP/2.0 200")
+            except TimeoutError:
+                continue
+        return False
 
 
 def ended_calls(bridge: BridgeProcess) -> list[dict[str, object]]:
@@ -86,8 +88,7 @@ def closed_port() -> int:
 async def test_basic_call_with_rtp(
     offline_server: VoiceAgentServer, tmp_path: Path, question_wav: Path
 ) -> None:
-    bridge = await asyncio.to_thread(start_bridge, offline_server.port)
-    try:
+    async with running_bridge(offline_server.port) as bridge:
         result = await asyncio.to_thread(
             run_sipp, "basic_call", bridge.sip_port, tmp_path, 1, 10, 7000
         )
@@ -98,79 +99,58 @@ async def test_basic_call_with_rtp(
         [call] = ended_calls(bridge)
         ticks = call["seconds"] * 25  # the media clock's 40 ms frames (--tick-ms 40)
         assert call["frames_in"] > 0.9 * ticks and call["frames_out"] > 0.9 * ticks, call
-    finally:
-        assert await asyncio.to_thread(bridge.stop) == 0
 
 
 async def test_cancel_before_answer(silent_server: int, tmp_path: Path) -> None:
-    bridge = await asyncio.to_thread(start_bridge, silent_server, "--answer-timeout", "20")
-    try:
+    async with running_bridge(silent_server, "--answer-timeout", "20") as bridge:
         result = await asyncio.to_thread(run_sipp, "cancel", bridge.sip_port, tmp_path)
         assert result.successful == 1, result.output[-3000:]
         [line] = await asyncio.to_thread(bridge.wait_for, "call ended", 5)
         assert "487" in line
         assert not any("answered" in x for x in bridge.lines)
         assert options_ok(bridge)
-    finally:
-        assert await asyncio.to_thread(bridge.stop) == 0
 
 
 async def test_server_unreachable_gets_503_with_retry_after(tmp_path: Path) -> None:
-    bridge = await asyncio.to_thread(start_bridge, closed_port())
-    try:
+    async with running_bridge(closed_port()) as bridge:
         result = await asyncio.to_thread(run_sipp, "unavailable", bridge.sip_port, tmp_path)
         assert result.successful == 1, result.output[-3000:]
-    finally:
-        assert await asyncio.to_thread(bridge.stop) == 0
 
 
 async def test_hung_server_gets_503_not_a_silent_hang(silent_server: int, tmp_path: Path) -> None:
-    bridge = await asyncio.to_thread(start_bridge, silent_server, "--answer-timeout", "1")
-    try:
+    async with running_bridge(silent_server, "--answer-timeout", "1") as bridge:
         result = await asyncio.to_thread(run_sipp, "unavailable", bridge.sip_port, tmp_path)
         assert result.successful == 1, result.output[-3000:]
-    finally:
-        assert await asyncio.to_thread(bridge.stop) == 0
 
 
 async def test_bye_from_the_bridge_when_rtp_stops(
     offline_server: VoiceAgentServer, tmp_path: Path
 ) -> None:
-    bridge = await asyncio.to_thread(start_bridge, offline_server.port, "--rtp-timeout", "2")
-    try:
+    async with running_bridge(offline_server.port, "--rtp-timeout", "2") as bridge:
         result = await asyncio.to_thread(run_sipp, "bridge_bye", bridge.sip_port, tmp_path)
         assert result.successful == 1, result.output[-3000:]
         assert any("no RTP" in line for line in bridge.lines)
-    finally:
-        assert await asyncio.to_thread(bridge.stop) == 0
 
 
 async def test_malformed_invite_gets_400_and_bridge_stays_up(
     offline_server: VoiceAgentServer, tmp_path: Path
 ) -> None:
-    bridge = await asyncio.to_thread(start_bridge, offline_server.port)
-    try:
+    async with running_bridge(offline_server.port) as bridge:
         result = await asyncio.to_thread(run_sipp, "malformed_invite", bridge.sip_port, tmp_path)
         assert result.successful == 1, result.output[-3000:]
         assert bridge.alive() and options_ok(bridge)
-    finally:
-        assert await asyncio.to_thread(bridge.stop) == 0
 
 
 async def test_max_calls_then_busy_here(offline_server: VoiceAgentServer, tmp_path: Path) -> None:
-    bridge = await asyncio.to_thread(start_bridge, offline_server.port, "--max-calls", "0")
-    try:
+    async with running_bridge(offline_server.port, "--max-calls", "0") as bridge:
         result = await asyncio.to_thread(run_sipp, "busy", bridge.sip_port, tmp_path)
         assert result.successful == 1, result.output[-3000:]
-    finally:
-        assert await asyncio.to_thread(bridge.stop) == 0
 
 
 async def test_twenty_concurrent_calls(
     offline_server: VoiceAgentServer, tmp_path: Path, question_wav: Path
 ) -> None:
-    bridge = await asyncio.to_thread(start_bridge, offline_server.port, "--max-calls", "20")
-    try:
+    async with running_bridge(offline_server.port, "--max-calls", "20") as bridge:
         result = await asyncio.to_thread(
             run_sipp, "basic_call", bridge.sip_port, tmp_path, 20, 40, 12000, 90
         )
@@ -181,8 +161,6 @@ async def test_twenty_concurrent_calls(
         assert all(c["frames_in"] > 0.9 * c["seconds"] * 25 for c in calls), calls
         heard = [line for line in bridge.lines if "heard:" in line]
         assert len(heard) >= 15, f"the server heard {len(heard)} of 20 questions"
-    finally:
-        assert await asyncio.to_thread(bridge.stop) == 0
 
 
 def start_registrar(scenario: str, workdir: Path, port: int) -> subprocess.Popen[str]:
@@ -200,75 +178,69 @@ def start_registrar(scenario: str, workdir: Path, port: int) -> subprocess.Popen
     )
 
 
-async def register_against(
+@contextlib.asynccontextmanager
+async def registered_bridge(
     scenario: str, server_port: int, workdir: Path, monkeypatch: pytest.MonkeyPatch
-) -> tuple[subprocess.Popen[str], BridgeProcess]:
+) -> AsyncIterator[tuple[subprocess.Popen[str], BridgeProcess]]:
+    """SIPp as the registrar, and a bridge told to --register there."""
     registrar_port = free_udp_port(2)
     registrar = start_registrar(scenario, workdir, registrar_port)
-    await asyncio.sleep(0.5)
     monkeypatch.setenv("SIP_TEST_PASSWORD", "secret")
-    bridge = await asyncio.to_thread(
-        start_bridge,
-        server_port,
-        *("--register", f"sip:agent@127.0.0.1:{registrar_port}"),
-        *("--password-env", "SIP_TEST_PASSWORD"),
-    )
-    return registrar, bridge
+    try:
+        await asyncio.sleep(0.5)
+        async with running_bridge(
+            server_port,
+            *("--register", f"sip:agent@127.0.0.1:{registrar_port}"),
+            *("--password-env", "SIP_TEST_PASSWORD"),
+        ) as bridge:
+            yield registrar, bridge
+    finally:
+        if registrar.poll() is None:
+            registrar.kill()
+        await asyncio.to_thread(registrar.communicate)
 
 
 async def test_register_to_a_registrar(
     offline_server: VoiceAgentServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    registrar, bridge = await register_against(
-        "registrar_open", offline_server.port, tmp_path, monkeypatch
-    )
-    try:
+    async with registered_bridge("registrar_open", offline_server.port, tmp_path, monkeypatch) as (
+        registrar,
+        bridge,
+    ):
         output, _ = await asyncio.to_thread(registrar.communicate, timeout=30)
         assert registrar.returncode == 0, output[-3000:]
         await asyncio.to_thread(bridge.wait_for, "registration: 200", 10)
-    finally:
-        assert await asyncio.to_thread(bridge.stop) == 0
 
 
 async def test_digest_challenge_gets_a_clear_error(
     offline_server: VoiceAgentServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The pjsua2-python wheel's PJSIP has no MD5 digest (no OpenSSL): say so, do not hang."""
-    registrar, bridge = await register_against(
-        "registrar", offline_server.port, tmp_path, monkeypatch
-    )
-    try:
+    async with registered_bridge("registrar", offline_server.port, tmp_path, monkeypatch) as (
+        _,
+        bridge,
+    ):
         await asyncio.to_thread(bridge.wait_for, "cannot do", 10)
         assert bridge.alive() and options_ok(bridge)
-    finally:
-        registrar.kill()
-        await asyncio.to_thread(registrar.communicate)
-        assert await asyncio.to_thread(bridge.stop) == 0
 
 
 async def test_dtmf_keys_reach_the_agent_as_text(
     offline_server: VoiceAgentServer, tmp_path: Path
 ) -> None:
-    bridge = await asyncio.to_thread(start_bridge, offline_server.port)
-    try:
+    async with running_bridge(offline_server.port) as bridge:
         result = await asyncio.to_thread(run_sipp, "dtmf", bridge.sip_port, tmp_path, 1, 10, 3000)
         assert result.successful == 1, result.output[-3000:]
         [keys] = await asyncio.to_thread(bridge.wait_for, "keys:", 5)
         assert "1 2" in keys, keys
-    finally:
-        assert await asyncio.to_thread(bridge.stop) == 0
 
 
 async def test_hold_keeps_the_call_without_rtp(
     offline_server: VoiceAgentServer, tmp_path: Path
 ) -> None:
     """On hold for 4 s with a 2 s RTP timeout: the call survives, is resumed, then hung up."""
-    bridge = await asyncio.to_thread(start_bridge, offline_server.port, "--rtp-timeout", "2")
-    try:
+    async with running_bridge(offline_server.port, "--rtp-timeout", "2") as bridge:
         result = await asyncio.to_thread(run_sipp, "hold", bridge.sip_port, tmp_path, 1, 10, 4000)
         assert result.successful == 1, result.output[-3000:]
         [line] = await asyncio.to_thread(bridge.wait_for, "call ended", 5)
         assert "200 Normal call clearing" in line, line
         assert not any("no RTP" in x for x in bridge.lines)
-    finally:
-        assert await asyncio.to_thread(bridge.stop) == 0
