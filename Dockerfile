@@ -30,7 +30,10 @@ COPY pyproject.toml README.md ./
 COPY protos protos
 COPY server server
 COPY clients/python clients/python
+COPY sip_bridge sip_bridge
+# The SIP bridge (GPL-2.0, PJSIP) is a separate distribution: `voice-agent-sip` from this image.
 RUN /opt/venv/bin/pip install --find-links /wheels . \
+ && /opt/venv/bin/pip install ./sip_bridge \
  && /opt/venv/bin/pip install --no-deps silero-vad==6.2.3 \
  && /opt/venv/bin/voice-agent models
 

@@ -1,0 +1,3 @@
+from sip_bridge.main import main
+
+main()
