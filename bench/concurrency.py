@@ -511,7 +511,7 @@ def summarize_profile(path: Path) -> tuple[dict[str, float], int]:
 
 def profile_step(args: argparse.Namespace, n: int) -> dict[str, Any]:
     """One step of N streams against the shipped server under py-spy (GIL samples only)."""
-    procs, port = start_servers(1, n + 100, args.seconds + 120, False)
+    procs, port = start_servers(1, n + 100, args.seconds + 120)
     out = Path(args.profile_out)
     out.unlink(missing_ok=True)
     try:
