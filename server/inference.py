@@ -43,7 +43,8 @@ async def iterate_in_thread(
     finally:
         cancelled.set()
         if not future.done():
-            future.add_done_callback(lambda f: f.exception())
+            # retrieve the outcome so an error is not reported as never retrieved
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 class CpuPriority:
