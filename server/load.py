@@ -9,18 +9,23 @@ client takes as "try another instance") until the loop catches up. Running strea
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
+from collections import deque
 
 from server.metrics import EVENT_LOOP_LAG
 
 TICK_SECONDS = 0.05
-_SMOOTHING = 0.25  # weight of the newest tick: one late tick of a GC pause does not trip it
+# The median of the last 20 ticks (about a second): a single late tick (a GC pause, a loop that
+# was not running at all) does not trip it; a loop that is late tick after tick does.
+WINDOW_TICKS = 20
 
 
 class LoopLagMonitor:
     def __init__(self, limit_ms: float) -> None:
         self.limit_ms = limit_ms
-        self.lag_ms = 0.0  # smoothed lateness of a TICK_SECONDS sleep
+        self.lag_ms = 0.0  # median lateness of a TICK_SECONDS sleep over the last ticks
+        self._recent: deque[float] = deque(maxlen=WINDOW_TICKS)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -41,5 +46,6 @@ class LoopLagMonitor:
             started = time.monotonic()
             await asyncio.sleep(TICK_SECONDS)
             late_ms = max(0.0, (time.monotonic() - started - TICK_SECONDS) * 1000)
-            self.lag_ms += _SMOOTHING * (late_ms - self.lag_ms)
+            self._recent.append(late_ms)
+            self.lag_ms = statistics.median(self._recent)
             EVENT_LOOP_LAG.set(self.lag_ms)

@@ -28,7 +28,9 @@ def rms(audio: bytes) -> float:
 async def test_spoken_question_gets_transcript_reply_and_metrics(offline_server, open_call) -> None:
     call: Call = await open_call(target(offline_server))
     await call.send_pcm(
-        np.concatenate([pause(0.3), speak("What is the weather in Paris today?"), pause(1.5)])
+        np.concatenate(
+            [pause(0.3), speak("What is the weather in Paris today?", varied=False), pause(1.5)]
+        )
     )
     await call.wait_for(lambda c: len(c.of("metrics")) == 1, within=TIMEOUT)
     final = next(t for t in call.of("transcript") if t.is_final)
@@ -51,9 +53,9 @@ async def test_a_500_ms_hesitation_is_one_turn(offline_server, open_call) -> Non
     audio = np.concatenate(
         [
             pause(0.3),
-            speak("I would like to know"),
+            speak("I would like to know", varied=False),
             pause(0.5),
-            speak("the weather in Paris today."),
+            speak("the weather in Paris today.", varied=False),
             pause(1.5),
         ]
     )
@@ -71,9 +73,9 @@ async def test_two_questions_three_seconds_apart_are_two_turns(offline_server, o
     audio = np.concatenate(
         [
             pause(0.3),
-            speak("What is the weather in Paris today?"),
+            speak("What is the weather in Paris today?", varied=False),
             pause(3.0),
-            speak("And what about Germany?"),
+            speak("And what about Germany?", varied=False),
             pause(1.5),
         ]
     )
