@@ -25,7 +25,8 @@ BARGE_IN_STOP = Histogram(
 SESSIONS_ACTIVE = Gauge("voice_agent_sessions_active", "Converse streams open now")
 SESSIONS_TOTAL = Counter("voice_agent_sessions_total", "Converse streams accepted")
 EVENT_LOOP_LAG = Gauge(
-    "voice_agent_event_loop_lag_ms", "How late the event loop runs a 50 ms timer (median of the last second)"
+    "voice_agent_event_loop_lag_ms",
+    "How late the event loop runs a 50 ms timer (median of the last second)",
 )
 
 
