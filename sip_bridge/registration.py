@@ -395,10 +395,10 @@ class Registration:
             delay = retry_delay(failures, _retry_after(response))
             error = self._error(response)
             if error != self._last_error:  # one clear line per kind of failure, not per retry
-                log.error("%s; retrying in %.0f s, direct calls still work", error, delay)
+                log.error("%s; retrying in %g s, direct calls still work", error, delay)
                 self._last_error = error
             else:
-                log.debug("%s; retrying in %.0f s", error, delay)
+                log.debug("%s; retrying in %g s", error, delay)
             await asyncio.sleep(delay)
 
     async def _transaction(self, expires: int) -> SipMessage | None:
@@ -487,7 +487,7 @@ class Registration:
     def _error(self, response: SipMessage | None) -> str:
         where = f"{self.target.registrar_uri} ({self.registrar[0]}:{self.registrar[1]})"
         if response is None:
-            return f"registration failed: no answer from {where} within {TRANSACTION_TIMEOUT:.0f} s"
+            return f"registration failed: no answer from {where} within {TRANSACTION_TIMEOUT:g} s"
         if response.status in (401, 403, 407):
             realm = f" in realm {self._challenge.realm!r}" if self._challenge else ""
             return (

@@ -326,3 +326,32 @@ async def test_dispatcher_hands_register_responses_to_the_registration() -> None
     ).encode()
     [(_, to)] = dispatcher.handle(invite, ("192.0.2.1", 5060))
     assert to == ("127.0.0.1", 5071)
+
+
+async def test_unreachable_registrar_is_retried_with_backoff(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No answer: the REGISTER is retransmitted (timer E), the round times out (timer F, here
+    shortened), one error line, and the next round after the backoff registers."""
+    monkeypatch.setattr(reg, "TRANSACTION_TIMEOUT", 1.6)  # sent at 0, 0.5 and 1.5 s
+    monkeypatch.setattr(reg, "RETRY_FIRST", 0.2)
+    registrar = ScriptedRegistrar("secret", grant=60)
+    sent: list[bytes] = []
+    up = False
+
+    def send(datagram: bytes, to: tuple[str, int]) -> None:
+        sent.append(datagram)
+        if up:
+            registrar.send(datagram, to)
+
+    registration = registration_with(registrar, "secret")
+    registration.send = send
+    caplog.set_level(logging.ERROR, "sip_bridge.registration")
+    registration.start()
+    await wait_until(lambda: len(caplog.records) == 1, within=3.0)
+    assert "no answer from sip:pbx.test" in caplog.records[0].message
+    assert len(sent) == 3 and len(set(sent)) == 1  # retransmissions of one request
+    up = True
+    await wait_until(lambda: registration.registered, within=3.0)
+    await registration.stop()
+    assert parse(sent[-1]).get("expires") == "0"
