@@ -8,6 +8,9 @@ CANCEL, retransmissions and ACK of a failure) to the least loaded worker, adding
 the worker's responses back along the caller's Via. It adds no Record-Route, so ACK, BYE and
 re-INVITEs go straight between caller and worker, and so does RTP.
 
+With --register it also owns the registration (registration.py): it REGISTERs the
+address-of-record with its own port as Contact, and gets the registrar's responses here.
+
 It answers on its own what needs no call: OPTIONS (200), out-of-dialog BYE/CANCEL (481), a
 request it cannot parse (400 when it can still address the response), every worker full (486).
 The parsing is deliberately small: start line, headers, and the few headers a proxy needs.
@@ -21,7 +24,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from sip_bridge.registration import Registration
 
 log = logging.getLogger("sip_bridge.dispatch")
 
@@ -190,6 +196,11 @@ class Dispatcher(asyncio.DatagramProtocol):
         self.routes: dict[str, _Route] = {}  # Call-ID -> where its INVITE went
         self.transport: asyncio.DatagramTransport | None = None
         self.dropped = 0
+        self.registration: Registration | None = None  # set when the bridge --register's
+
+    def send(self, datagram: bytes, to: tuple[str, int]) -> None:
+        if self.transport is not None:
+            self.transport.sendto(datagram, to)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -201,8 +212,7 @@ class Dispatcher(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         for reply, to in self.handle(data, addr):
-            if self.transport is not None:
-                self.transport.sendto(reply, to)
+            self.send(reply, to)
 
     def handle(self, data: bytes, source: tuple[str, int]) -> list[tuple[bytes, tuple[str, int]]]:
         """What to send where for one datagram (pure, apart from the routing table)."""
@@ -277,6 +287,9 @@ class Dispatcher(asyncio.DatagramProtocol):
     def _response(
         self, message: SipMessage, source: tuple[str, int]
     ) -> list[tuple[bytes, tuple[str, int]]]:
+        if self.registration is not None and self.registration.matches(message):
+            self.registration.response_received(message)
+            return []
         vias = [v.strip() for value in message.all("via") for v in value.split(",")]
         if len(vias) < 2 or source not in {(self.host, w.port) for w in self.workers}:
             return []  # not a response to something we forwarded

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from voiceagent.client import VoiceAgentClient
 
 from sip_bridge.bridge import Bridge, BridgeSettings
 from sip_bridge.dispatch import Dispatcher, Worker
+from sip_bridge.registration import Registration, RegistrationError, local_address, parse_target
 from sip_bridge.routing import RouteError, load_routes
 from sip_bridge.sip import PJSUA_MAX_CALLS, SipSettings, SipStack
 
@@ -50,7 +52,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "fallback. Repeatable. Without routes every call gets the server's defaults.",
     )
     p.add_argument("--routes", type=Path, help="a file of USER=CAMPAIGN_ID lines")
-    p.add_argument("--register", default="", metavar="sip:USER@HOST", help="also REGISTER there")
+    p.add_argument(
+        "--register",
+        default="",
+        metavar="sip:USER@HOST[:PORT]",
+        help="also REGISTER as USER at that registrar (PBX or SIP provider), with digest auth; "
+        "the dispatcher on --sip-port registers itself as the contact and refreshes it",
+    )
     p.add_argument(
         "--password-env",
         default="SIP_PASSWORD",
@@ -99,9 +107,6 @@ async def run(args: argparse.Namespace) -> None:
         routes = load_routes(args.route, args.routes)
     except (RouteError, OSError) as err:
         sys.exit(f"voice-agent-sip: {err}")
-    password = os.environ.get(args.password_env, "") if args.register else ""
-    if args.register and not password:
-        sys.exit(f"voice-agent-sip: --register needs the password in ${args.password_env}")
     token = os.environ.get("VOICE_AGENT_TOKEN") or None
     client = VoiceAgentClient(args.server, token=token, tls=args.tls, ca_file=args.ca_file)
     workers = worker_count(args.max_calls, args.workers)
@@ -126,8 +131,6 @@ async def run(args: argparse.Namespace) -> None:
         rtp_timeout=args.rtp_timeout,
         wideband=args.wideband,
         tick_ms=args.tick_ms,
-        register=args.register,
-        password=password,
         pjsip_log_level=args.pjsip_log_level,
     )
     loop = asyncio.get_running_loop()
@@ -141,7 +144,7 @@ async def run(args: argparse.Namespace) -> None:
             stack.start()
         except RuntimeError as err:
             sys.exit(f"voice-agent-sip: {err}")
-        if workers > 1:
+        if args.worker_index >= 0:  # behind the dispatcher (several, or one with --register)
             print(f"worker {index + 1} of {workers} ready", flush=True)
         else:
             print(f"SIP bridge listening on udp {args.sip_host}:{args.sip_port}", flush=True)
@@ -156,20 +159,43 @@ async def run(args: argparse.Namespace) -> None:
         await asyncio.to_thread(stack.stop)
 
 
+async def registration_for(args: argparse.Namespace, dispatcher: Dispatcher) -> Registration:
+    """The --register address-of-record, its password, and where the registrar is."""
+    try:
+        target = parse_target(args.register)
+    except RegistrationError as err:
+        sys.exit(f"voice-agent-sip: {err}")
+    password = os.environ.get(args.password_env, "")
+    if not password:
+        sys.exit(f"voice-agent-sip: --register needs the password in ${args.password_env}")
+    loop = asyncio.get_running_loop()
+    try:
+        found = await loop.getaddrinfo(target.host, target.port, family=socket.AF_INET)
+    except OSError as err:
+        sys.exit(f"voice-agent-sip: cannot resolve the registrar {target.host!r}: {err}")
+    registrar = (str(found[0][4][0]), target.port)
+    host = args.sip_host if args.sip_host not in ("", "0.0.0.0") else local_address(registrar)
+    return Registration(target, password, (host, args.sip_port), registrar, dispatcher.send)
+
+
 async def supervise(args: argparse.Namespace, argv: list[str], workers: int) -> int:
     """The dispatcher on --sip-port, and `workers` bridge processes on the ports after it.
 
     Each worker is a whole bridge (its own PJSIP, its own gRPC channel). It reports its call
     count on stdout (`load N`) and the dispatcher sends new calls to the least loaded one. If a
     worker dies, the others are stopped too: a supervisor (systemd, Kubernetes) restarts all.
+    With --register the dispatcher also registers (once the workers are ready) and removes the
+    registration before the workers stop.
     """
     loop = asyncio.get_running_loop()
     ports = [args.sip_port + 1 + k for k in range(workers)]
     per_worker = math.ceil(args.max_calls / workers)
     dispatcher = Dispatcher(args.sip_host, [Worker(port, per_worker) for port in ports])
+    registration = await registration_for(args, dispatcher) if args.register else None
     transport, _ = await loop.create_datagram_endpoint(
         lambda: dispatcher, local_addr=(args.sip_host, args.sip_port)
     )
+    dispatcher.registration = registration
     children = [
         await asyncio.create_subprocess_exec(
             sys.executable,
@@ -207,10 +233,14 @@ async def supervise(args: argparse.Namespace, argv: list[str], workers: int) -> 
             f"SIP bridge listening on udp {args.sip_host}:{args.sip_port} ({workers} workers)",
             flush=True,
         )
+        if registration is not None:
+            registration.start()
     except TimeoutError:
         log.error("workers did not start")
         stopping.set()
     await stopping.wait()
+    if registration is not None:
+        await registration.stop()
     for child in children:
         if child.returncode is None:
             child.terminate()
@@ -230,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     # 5 ms switch interval each of those waits can take 5 ms behind the asyncio thread.
     sys.setswitchinterval(0.0005)
     workers = worker_count(args.max_calls, args.workers)
-    if workers > 1 and args.worker_index < 0:
+    if (workers > 1 or args.register) and args.worker_index < 0:  # the dispatcher registers
         sys.exit(asyncio.run(supervise(args, argv, workers)))
     asyncio.run(run(args))
     # PJSIP is destroyed by now (SipStack.stop); skip the interpreter's teardown, which would

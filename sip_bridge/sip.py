@@ -44,8 +44,6 @@ class SipSettings:
     max_calls: int = 30
     rtp_timeout: float = 30.0
     wideband: bool = False  # also G.722 (16 kHz); the media clock then runs at 16 kHz
-    register: str = ""  # sip:user@host: also REGISTER there with digest auth
-    password: str = ""
     pjsip_log_level: int = 1
     # How often PJSIP's media clock asks each call for audio (and hands over what it received).
     # RTP stays at 20 ms packets; a 40 ms tick halves the Python work per call.
@@ -191,17 +189,6 @@ class BridgeAccount(pj.Account):  # type: ignore[misc]
     def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
         self.stack.incoming_call(self, prm)
 
-    def onRegState(self, prm: pj.OnRegStateParam) -> None:
-        log.info("registration: %s %s", prm.code, prm.reason)
-        if prm.code in (401, 407):
-            log.error(
-                "registration refused (%d): the registrar wants digest authentication, which "
-                "this pjsua2-python build cannot do (PJSIP 2.15 computes MD5 digests with "
-                "OpenSSL and the wheel has none); let the PBX accept the bridge by address "
-                "(an IP trunk) instead of a password",
-                prm.code,
-            )
-
 
 @dataclass
 class _Answer:
@@ -326,8 +313,6 @@ class SipStack:
         self.endpoint = ep
         local = self._account_config(f"sip:agent@{s.host}:{s.port}")
         self._add_account(local)
-        if s.register:
-            self._add_account(self._registered_config(s.register, s.password))
         log.info("SIP on udp %s:%d (RTP from %d)", s.host, s.port, s.rtp_port)
 
     def _account_config(self, id_uri: str) -> pj.AccountConfig:
@@ -337,17 +322,6 @@ class SipStack:
         rtp.port = self.settings.rtp_port
         if self.settings.host not in ("", "0.0.0.0"):
             rtp.boundAddress = self.settings.host
-        return config
-
-    def _registered_config(self, uri: str, password: str) -> pj.AccountConfig:
-        user, _, host = uri.removeprefix("sips:").removeprefix("sip:").partition("@")
-        config = self._account_config(uri if uri.startswith("sip") else f"sip:{uri}")
-        config.regConfig.registrarUri = f"sip:{host}"
-        credentials = pj.AuthCredInfo(
-            "digest", "*", user, pj.PJSIP_CRED_DATA_PLAIN_PASSWD, password
-        )
-        credentials.algoType = pj.PJSIP_AUTH_ALGORITHM_MD5
-        config.sipConfig.authCreds.append(credentials)
         return config
 
     def _add_account(self, config: pj.AccountConfig) -> None:

@@ -180,12 +180,16 @@ def start_registrar(scenario: str, workdir: Path, port: int) -> subprocess.Popen
 
 @contextlib.asynccontextmanager
 async def registered_bridge(
-    scenario: str, server_port: int, workdir: Path, monkeypatch: pytest.MonkeyPatch
+    scenario: str,
+    server_port: int,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    password: str = "secret",
 ) -> AsyncIterator[tuple[subprocess.Popen[str], BridgeProcess]]:
-    """SIPp as the registrar, and a bridge told to --register there."""
+    """SIPp as the registrar, and a bridge told to --register there (user agent)."""
     registrar_port = free_udp_port(2)
     registrar = start_registrar(scenario, workdir, registrar_port)
-    monkeypatch.setenv("SIP_TEST_PASSWORD", "secret")
+    monkeypatch.setenv("SIP_TEST_PASSWORD", password)
     try:
         await asyncio.sleep(0.5)
         async with running_bridge(
@@ -203,6 +207,7 @@ async def registered_bridge(
 async def test_register_to_a_registrar(
     offline_server: VoiceAgentServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A registrar that accepts by address (an IP trunk): 200 to the first REGISTER."""
     async with registered_bridge("registrar_open", offline_server.port, tmp_path, monkeypatch) as (
         registrar,
         bridge,
@@ -212,16 +217,40 @@ async def test_register_to_a_registrar(
         await asyncio.to_thread(bridge.wait_for, "registration: 200", 10)
 
 
-async def test_digest_challenge_gets_a_clear_error(
+async def test_digest_register_refresh_call_and_unregister(
     offline_server: VoiceAgentServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The pjsua2-python wheel's PJSIP has no MD5 digest (no OpenSSL): say so, do not hang."""
-    async with registered_bridge("registrar", offline_server.port, tmp_path, monkeypatch) as (
-        _,
-        bridge,
-    ):
-        await asyncio.to_thread(bridge.wait_for, "cannot do", 10)
+    """A PBX with digest auth (registrar_digest.xml): SIPp's verifyauth checks every REGISTER
+    is signed with the right password (MD5, qop=auth, nc/cnonce), a stale nonce on the refresh
+    is answered, the PBX's INVITE to the registered contact is answered by a worker, and
+    SIGTERM removes the contact with a signed Expires: 0 (else SIPp exits non-zero)."""
+    async with registered_bridge(
+        "registrar_digest", offline_server.port, tmp_path, monkeypatch
+    ) as (registrar, bridge):
+        await asyncio.to_thread(bridge.wait_for, "registration: 200", 10)
+        [line] = await asyncio.to_thread(bridge.wait_for, "call ended", 20)
+        assert "200 Normal call clearing" in line, line
+        assert registrar.poll() is None, "the registrar gave up before the un-REGISTER"
+        code = await asyncio.to_thread(bridge.stop)  # SIGTERM: Expires: 0 before exiting
+        assert code == 0, "\n".join(bridge.lines[-30:])
+        output, _ = await asyncio.to_thread(registrar.communicate, timeout=30)
+        assert registrar.returncode == 0, output[-3000:]
+        assert any("unregistered sip:agent@127.0.0.1" in x for x in bridge.lines), bridge.lines
+        assert not any("registration refused" in x for x in bridge.lines), bridge.lines
+
+
+async def test_wrong_password_is_one_clear_error_and_calls_still_work(
+    offline_server: VoiceAgentServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """registrar.xml (RFC 2069 style, no qop) answers 403 to a REGISTER signed with the wrong
+    password: one clear error line, and the bridge keeps answering."""
+    async with registered_bridge(
+        "registrar", offline_server.port, tmp_path, monkeypatch, password="wrong"
+    ) as (_, bridge):
+        [line] = await asyncio.to_thread(bridge.wait_for, "registration refused", 10)
+        assert "403" in line and "password" in line and "direct calls still work" in line, line
         assert bridge.alive() and options_ok(bridge)
+        assert len([x for x in bridge.lines if "registration refused" in x]) == 1
 
 
 async def test_dtmf_keys_reach_the_agent_as_text(
