@@ -690,8 +690,9 @@ def report(
                 f"{over['p50_ms']:.0f} ms p50 / {over['p99_ms']:.0f} ms p99 while the client's "
                 f"writes still go through at once (send lag p99 {over['send_lag_p99_ms']:.0f} ms) "
                 f"and {over['errors']} errors are reported: the backlog waits in buffers (gRPC "
-                "flow-control windows, the server's queues) instead of streams being refused or "
-                "shed; the static MAX_SESSIONS cap is the only guard."
+                "flow-control windows, the server's queues); running streams are never shed. New "
+                "streams are refused once the event loop runs late for a second (MAX_LOOP_LAG_MS, "
+                "200 ms), but a step opens all its streams within 2 s, before the backlog builds."
             )
         limits.append("")
     kinds = {k: v for rows in runs.values() for r in rows for k, v in r["error_kinds"].items()}
