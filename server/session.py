@@ -120,6 +120,7 @@ class AgentResponse:
     _held: list[tuple[pb.ConverseResponse, _Piece | None]] = field(default_factory=list)
     _committed_event: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    failure: str = ""  # why a provider stopped this answer
 
     # --- output gate: a speculative answer is prepared but not sent until the turn ends ------
 
@@ -173,6 +174,37 @@ class AgentResponse:
     # --- the work ---------------------------------------------------------------------------
 
     async def run(self) -> None:
+        try:
+            await self._produce()
+        except BackendUnavailable as exc:
+            # A provider that fails ends this answer, not the call: the caller can go on, or
+            # switch model or voice. A failed speculation is never committed: END_OF_TURN
+            # answers afresh.
+            self.failure = str(exc)
+        self.finished = True
+        self.text = self.text.strip()
+        # A speculative answer may be complete before its turn ends; its metrics need the
+        # send times, which exist once it is committed.
+        await self.wait_committed()
+        if self.failure:
+            self.emit(
+                pb.ConverseResponse(
+                    error=pb.Error(
+                        code=grpc.StatusCode.UNAVAILABLE.value[0],
+                        message=f"the answer to turn {self.turn_id} stopped: {self.failure}; "
+                        "the call goes on",
+                    )
+                )
+            )
+        self.emit(_agent_text(self.turn_id, final=True, text=self.text))
+        self.emit(
+            pb.ConverseResponse(event=pb.Event(type=pb.AGENT_TURN_DONE, turn_id=self.turn_id))
+        )
+        if self.fixed_text is None and not self.failure:
+            self.emit(pb.ConverseResponse(metrics=self.metrics()))
+
+    async def _produce(self) -> None:
+        """Text and audio of the answer, as they come."""
         queue: asyncio.Queue[str | None] = asyncio.Queue()
         speaker = asyncio.create_task(self._speak(queue), name=f"tts-turn-{self.turn_id}")
         try:
@@ -187,17 +219,6 @@ class AgentResponse:
         finally:
             if not speaker.done():
                 await cancel_and_wait(speaker)
-        self.finished = True
-        self.text = self.text.strip()
-        # A speculative answer may be complete before its turn ends; its metrics need the
-        # send times, which exist once it is committed.
-        await self.wait_committed()
-        self.emit(_agent_text(self.turn_id, final=True, text=self.text))
-        self.emit(
-            pb.ConverseResponse(event=pb.Event(type=pb.AGENT_TURN_DONE, turn_id=self.turn_id))
-        )
-        if self.fixed_text is None:
-            self.emit(pb.ConverseResponse(metrics=self.metrics()))
 
     async def _write(self, queue: asyncio.Queue[str | None]) -> None:
         """LLM tokens -> the reply's text messages (batched) and sentence pieces for TTS."""
@@ -603,7 +624,11 @@ class Session:
                     speculative.task.cancel()  # type: ignore[union-attr]
                 self._end_if_drained()
                 return
-            if speculative is not None and speculative.user_text == event.transcript:
+            if (
+                speculative is not None
+                and speculative.user_text == event.transcript
+                and not speculative.failure
+            ):
                 self.history.append(ChatMessage("user", text))
                 self._current = speculative
                 speculative.commit()

@@ -147,17 +147,22 @@ async def test_a_drop_before_audio_is_retried_on_a_new_connection(
         ("malformed_after", "malformed message"),
     ],
 )
-async def test_mid_stream_faults_end_the_call_with_unavailable(
+async def test_mid_stream_faults_end_the_turn_not_the_call(
     cartesia: FakeCartesia, start_server: StartServer, open_call, fault: str, needle: str
 ) -> None:
     s = await start_server(llm=ScriptedLLM(LONG_REPLY), tts=await backend(cartesia))
-    setattr(cartesia.faults, fault, 3)  # after two chunks of audio
+    setattr(cartesia.faults, fault, 3)  # after two chunks of audio; fires once
     call: Call = await open_call(s.target)
     await call.conversation.send_text("Hi")
-    await asyncio.wait_for(call.done.wait(), 10)
-    assert call.status == grpc.StatusCode.UNAVAILABLE
-    assert needle in call.details
-    assert call.of("audio")  # what came before the fault was delivered
+    await call.wait_for(lambda c: bool(c.events(pb.AGENT_TURN_DONE)))
+    error = call.of("error")[0]
+    assert error.code == grpc.StatusCode.UNAVAILABLE.value[0] and needle in error.message
+    heard = len(call.of("audio"))
+    assert heard  # what came before the fault was delivered
+    await call.conversation.send_text("Again?")  # the provider is back
+    await call.wait_for(lambda c: len(c.events(pb.AGENT_TURN_DONE)) == 2)
+    assert len(call.of("audio")) > heard and len(call.of("error")) == 1
+    assert not call.done.is_set()
 
 
 async def test_a_slow_provider_still_answers(

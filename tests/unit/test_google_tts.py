@@ -106,15 +106,20 @@ async def test_unavailable_before_audio_is_retried(
         ("malformed_after", "Google TTS"),
     ],
 )
-async def test_mid_stream_faults_end_the_call_with_unavailable(
+async def test_mid_stream_faults_end_the_turn_not_the_call(
     google: FakeGoogleTTS, start_server: StartServer, open_call, fault: str, needle: str
 ) -> None:
-    setattr(google.faults, fault, 2)
+    setattr(google.faults, fault, 2)  # fires once
     s = await start_server(llm=ScriptedLLM(LONG_REPLY), tts=await backend())
     call: Call = await open_call(s.target)
     await call.conversation.send_text("Hi")
-    await asyncio.wait_for(call.done.wait(), 10)
-    assert call.status == grpc.StatusCode.UNAVAILABLE and needle in call.details, call.details
+    await call.wait_for(lambda c: bool(c.events(pb.AGENT_TURN_DONE)))
+    error = call.of("error")[0]
+    assert error.code == grpc.StatusCode.UNAVAILABLE.value[0] and needle in error.message, error
+    await call.conversation.send_text("Again?")  # the provider is back
+    await call.wait_for(lambda c: len(c.events(pb.AGENT_TURN_DONE)) == 2)
+    assert call.of("audio") and len(call.of("error")) == 1
+    assert not call.done.is_set()
 
 
 async def test_missing_credentials_make_it_unavailable(

@@ -108,6 +108,7 @@ async def test_faults_before_the_first_token_recover(
         endpoint.faults.delay = 0.3
     call = await answer(start_server, open_call, endpoint)
     assert call.finals()[0].text == "Paris is the capital of France."
+    await call.wait_for(lambda c: bool(c.of("metrics")))  # a message after the final text
     assert call.of("metrics")[0].llm_first_token_ms >= (300 if fault == "delay" else 0)
 
 
@@ -119,24 +120,32 @@ async def test_faults_before_the_first_token_recover(
         ("malformed_after", "malformed JSON"),
     ],
 )
-async def test_faults_mid_answer_end_with_unavailable(
+async def test_faults_mid_answer_end_the_turn_not_the_call(
     endpoint: FakeChatCompletions, start_server: StartServer, open_call, fault: str, needle: str
 ) -> None:
-    setattr(endpoint.faults, fault, 2)
+    setattr(endpoint.faults, fault, 2)  # fires once
     call = await answer(start_server, open_call, endpoint)
-    await asyncio.wait_for(call.done.wait(), 10)
-    assert call.status == grpc.StatusCode.UNAVAILABLE and needle in call.details
-    assert "".join(t.delta for t in call.of("agent_text")) == "Paris is"
+    await call.wait_for(lambda c: bool(c.events(pb.AGENT_TURN_DONE)))
+    error = call.of("error")[0]
+    assert error.code == grpc.StatusCode.UNAVAILABLE.value[0] and needle in error.message
+    assert "".join(t.delta for t in call.of("agent_text")) == "Paris is"  # what came before
+    assert call.finals()[0].text == "Paris is" and not call.of("metrics")
+    await call.conversation.send_text("And once more?")  # the provider is back
+    await call.wait_for(lambda c: len(c.finals()) == 2)
+    assert call.finals()[1].text == "Paris is the capital of France."
+    assert not call.done.is_set()
 
 
 async def test_a_refused_key_is_not_retried(
     endpoint: FakeChatCompletions, start_server: StartServer, open_call
 ) -> None:
     call = await answer(start_server, open_call, endpoint, api_key="wrong")
-    await asyncio.wait_for(call.done.wait(), 10)
-    assert call.status == grpc.StatusCode.UNAVAILABLE
-    assert "HTTP 401: Invalid API Key" in call.details
+    await call.wait_for(lambda c: bool(c.events(pb.AGENT_TURN_DONE)))
+    error = call.of("error")[0]
+    assert error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert "HTTP 401: Invalid API Key" in error.message
     assert len(endpoint.headers) == 1
+    assert not call.done.is_set()  # the caller may switch to another model and go on
 
 
 async def test_a_missing_key_is_unavailable_with_the_reason(

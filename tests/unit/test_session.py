@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import grpc
 import numpy as np
@@ -12,6 +13,8 @@ from voiceagent.v1 import voice_agent_pb2 as pb
 
 from server import audio
 from server.backends import registry
+from server.backends.base import BackendUnavailable
+from server.backends.llm.base import ChatMessage
 from tests.conftest import Call
 from tests.unit.conftest import StartServer
 from tests.unit.scripted import ScriptedLLM, ScriptedTTS, silence, tone
@@ -323,3 +326,46 @@ async def test_not_ready_until_models_load(
         assert (
             await health.Check(health_pb2.HealthCheckRequest())
         ).status == health_pb2.HealthCheckResponse.SERVING
+
+
+class FailsOnceLLM(ScriptedLLM):
+    """A provider that breaks down in its first answer, then works."""
+
+    name = "fails-once-llm"
+
+    async def stream(self, messages: list[ChatMessage], model: str) -> AsyncIterator[str]:  # type: ignore[override]
+        first = not self.calls
+        async for word in super().stream(messages, model):
+            yield word
+            if first:
+                raise BackendUnavailable("scripted provider: connection lost")
+
+
+async def test_a_failed_speculative_answer_is_answered_afresh_at_the_end_of_turn(
+    start_server: StartServer, open_call
+) -> None:
+    s = await start_server(llm=FailsOnceLLM())
+    call: Call = await open_call(s.target)
+    await call.send_pcm(np.concatenate([tone(0.8), silence(1.0)]))
+    await call.wait_for(lambda c: len(c.of("metrics")) == 1)
+    assert len(s.llm.calls) == 2  # the speculation that failed, then the answer
+    assert not call.of("error")  # nothing of the failed speculation reached the caller
+    assert call.finals()[0].text == "Sure. Here is my answer to that."
+
+
+async def test_a_provider_failing_mid_answer_ends_the_turn_not_the_call(
+    start_server: StartServer, open_call
+) -> None:
+    s = await start_server(llm=FailsOnceLLM())
+    call: Call = await open_call(s.target)
+    await call.conversation.send_text("Hello?")
+    await call.wait_for(lambda c: bool(c.events(pb.AGENT_TURN_DONE)))
+    error = call.of("error")[0]
+    assert error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert "connection lost" in error.message and "the call goes on" in error.message
+    assert call.finals()[0].text == "Sure."
+    await call.conversation.send_text("Still there?")
+    await call.wait_for(lambda c: len(c.of("metrics")) == 1)
+    assert call.finals()[1].text == "Sure. Here is my answer to that."
+    # the history keeps what was said before the failure
+    assert [m.content for m in s.llm.calls[1][1:]] == ["Hello?", "Sure.", "Still there?"]

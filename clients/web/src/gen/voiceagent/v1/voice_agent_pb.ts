@@ -493,6 +493,10 @@ export const TurnMetricsSchema: GenMessage<TurnMetrics> = /*@__PURE__*/
   messageDesc(file_voiceagent_v1_voice_agent, 11);
 
 /**
+ * Something failed and the call goes on: a bad ConfigUpdate (INVALID_ARGUMENT, NOT_FOUND...), or
+ * a provider that stopped mid-answer (UNAVAILABLE; that turn then ends with what was said so far,
+ * and the next turn is answered as usual). An error that ends the call is the stream's status.
+ *
  * @generated from message voiceagent.v1.Error
  */
 export type Error = Message<"voiceagent.v1.Error"> & {
