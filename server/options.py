@@ -83,19 +83,20 @@ def list_voices(backends: Backends, backend: str = "") -> list[pb.Voice]:
 
 def llm_backend_for(backends: Backends, model: str, field: str = "llm_model") -> str:
     """The LLM backend serving `model`; OptionError (NOT_FOUND) naming the choices if none."""
-    for entry in list_models(backends):
-        if entry.id == model:
-            return entry.backend
-    known = ", ".join(m.id for m in list_models(backends))
-    raise OptionError(f"{field} {model!r} is not a known model; available: {known}", field=field)
+    return _backend_of([(m.id, m.backend) for m in list_models(backends)], model, "model", field)
 
 
 def tts_backend_for(backends: Backends, voice: str, field: str = "tts_voice") -> str:
-    for entry in list_voices(backends):
-        if entry.id == voice:
-            return entry.backend
-    known = ", ".join(v.id for v in list_voices(backends))
-    raise OptionError(f"{field} {voice!r} is not a known voice; available: {known}", field=field)
+    """The TTS backend speaking `voice`; OptionError (NOT_FOUND) naming the choices if none."""
+    return _backend_of([(v.id, v.backend) for v in list_voices(backends)], voice, "voice", field)
+
+
+def _backend_of(entries: list[tuple[str, str]], wanted: str, what: str, field: str) -> str:
+    for entry_id, backend in entries:
+        if entry_id == wanted:
+            return backend
+    known = ", ".join(entry_id for entry_id, _ in entries)
+    raise OptionError(f"{field} {wanted!r} is not a known {what}; available: {known}", field=field)
 
 
 def check_stt(backends: Backends, stt: str, field: str = "stt") -> None:
