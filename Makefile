@@ -10,6 +10,8 @@ export VOICE_AGENT_CACHE ?= $(HOME)/.cache/voice-agent
 WHEELS := $(VOICE_AGENT_CACHE)/wheels
 LLAMA_CPP_VERSION := 0.3.36
 SILERO_VAD_VERSION := 6.2.3
+# ships Smart Turn v3.2 (the turn-completion model); only its ONNX file is used
+PIPECAT_VERSION := 1.14.0
 # Debian tools the tests use: a throwaway PostgreSQL checks the campaign store, npm installs
 # `buf curl` (the reflection test) and builds the web page, Chromium runs the page's tests,
 # baresip and SIPp (sip-tester) call the SIP bridge.
@@ -31,7 +33,7 @@ $(BIN)/python:
 
 # llama-cpp-python ships only as source (~5 min to build on 2 cores): build the wheel once into
 # the cache, outside the checkout, so later setups and CI runs on this machine reuse it.
-$(VENV)/.installed: pyproject.toml sip_bridge/pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml sip_bridge/pyproject.toml Makefile | $(BIN)/python
 	@mkdir -p $(WHEELS)
 	@if ! ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1; then \
 		echo "building llama-cpp-python $(LLAMA_CPP_VERSION) once (about 5 minutes)..."; \
@@ -41,6 +43,8 @@ $(VENV)/.installed: pyproject.toml sip_bridge/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --find-links $(WHEELS) -e '.[dev]'
 	@# silero-vad's own dependencies pull in torch; we only need the ONNX file it ships.
 	$(BIN)/pip install -q --no-deps silero-vad==$(SILERO_VAD_VERSION)
+	@# pipecat-ai ships the Smart Turn ONNX file; its dependencies are not needed (never imported).
+	$(BIN)/pip install -q --no-deps pipecat-ai==$(PIPECAT_VERSION)
 	@# The SIP bridge is its own package (PJSIP is GPL-2.0): same venv, separate distribution.
 	$(BIN)/pip install -q -e ./sip_bridge
 	@touch $@

@@ -21,6 +21,8 @@ LLM_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 LLM_SIZE = 491_400_064
 LLM_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 WHISPER_DIR = "whisper-base-ct2"
+SMART_TURN_SHA256 = "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f"
+SMART_TURN_FILE = "audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
 _CHUNK = 4 << 20
 
 
@@ -130,12 +132,38 @@ def silero_vad_path() -> Path:
     return path
 
 
+def smart_turn_path() -> Path:
+    """Smart Turn v3.2 (CPU, int8 ONNX) inside the `pipecat-ai` wheel, hash-checked.
+
+    Only the file is used: pipecat is installed without its dependencies and never imported
+    (`find_spec` of the top-level package locates it without running its code).
+    """
+    spec = importlib.util.find_spec("pipecat")
+    if spec is None or not spec.submodule_search_locations:
+        raise AssetError(
+            "package 'pipecat-ai' is not installed (it ships the Smart Turn model); run `make setup`"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMART_TURN_FILE
+    if not path.is_file():
+        raise AssetError(f"Smart Turn model missing at {path}")
+    marker = cache_dir() / "smart-turn-v3.2.sha256-ok"
+    stamp = f"{path} {path.stat().st_size} {path.stat().st_mtime_ns}"
+    if not (marker.is_file() and marker.read_text() == stamp):
+        digest = _sha256(path, "verify smart-turn", progress=False)
+        if digest != SMART_TURN_SHA256:
+            raise AssetError(f"{path} has sha256 {digest}, expected {SMART_TURN_SHA256}")
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(stamp)
+    return path
+
+
 @dataclass(frozen=True)
 class OfflineAssets:
     whisper_dir: Path
     llm_path: Path
     piper_voice: Path
     silero_vad: Path
+    smart_turn: Path
 
 
 def prepare_offline_assets(progress: bool = False) -> OfflineAssets:
@@ -145,4 +173,5 @@ def prepare_offline_assets(progress: bool = False) -> OfflineAssets:
         llm_path=llm_model_path(progress),
         piper_voice=piper_voice_path(),
         silero_vad=silero_vad_path(),
+        smart_turn=smart_turn_path(),
     )

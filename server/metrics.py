@@ -22,6 +22,20 @@ VOICE_TO_VOICE = Histogram(
 BARGE_IN_STOP = Histogram(
     "voice_agent_barge_in_stop_ms", "Detected user speech to agent audio stopped", buckets=_BUCKETS
 )
+TURN_MODEL_MS = Histogram(
+    "voice_agent_turn_model_ms",
+    "One run of the turn-completion model (Smart Turn), features included, per batch",
+    buckets=(5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000),
+)
+TURN_MODEL_BATCH = Histogram(
+    "voice_agent_turn_model_batch",
+    "Turns scored together in one run of the turn-completion model",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
+BACKCHANNELS = Counter(
+    "voice_agent_backchannels_total",
+    "Short acknowledgements or noises heard while the agent talked that did not interrupt it",
+)
 SESSIONS_ACTIVE = Gauge("voice_agent_sessions_active", "Converse streams open now")
 SESSIONS_TOTAL = Counter("voice_agent_sessions_total", "Converse streams accepted")
 EVENT_LOOP_LAG = Gauge(

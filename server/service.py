@@ -15,7 +15,7 @@ from voiceagent.v1 import voice_agent_pb2_grpc as pb_grpc
 
 from server.audio import AudioFormatError, Format, OutboundAudio, validate_format
 from server.backends.registry import BackendError, Backends
-from server.backends.stt.base import TurnOptions
+from server.backends.stt.base import TurnMode, TurnOptions
 from server.campaign_store import CampaignNotFound, CampaignRecord, CampaignStore
 from server.load import LoopLagMonitor
 from server.metrics import SESSIONS_ACTIVE, SESSIONS_TOTAL
@@ -34,6 +34,9 @@ from server.settings import Settings
 session_log = logging.getLogger("voice_agent.sessions")
 EAGER_RANGE_MS = (64, 2000)
 END_OF_TURN_RANGE_MS = (200, 5000)
+SEMANTIC_MIN_SILENCE_RANGE_MS = (64, 2000)
+MAX_SILENCE_RANGE_MS = (500, 5000)
+COMPLETION_THRESHOLD_RANGE = (0.05, 0.95)
 FLUX_THRESHOLD_RANGES = {"eot_threshold": (0.5, 1.0), "eager_eot_threshold": (0.3, 0.9)}
 PREVIEW_TEXT_LIMIT = 1000
 STREAM_PREVIEW_TEXT_LIMIT = 10000
@@ -221,7 +224,19 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
         effective.greeting = pick("greeting")
         effective.language = turn_options.language
         effective.turn_detection.eager_end_of_turn_silence_ms = turn_options.eager_silence_ms
-        effective.turn_detection.end_of_turn_silence_ms = turn_options.end_of_turn_silence_ms
+        effective.turn_detection.end_of_turn_silence_ms = (
+            turn_options.min_silence_ms
+            if turn_options.mode == TurnMode.SEMANTIC
+            else turn_options.end_of_turn_silence_ms
+        )
+        effective.turn_detection.mode = (
+            pb.TURN_DETECTION_SEMANTIC
+            if turn_options.mode == TurnMode.SEMANTIC
+            else pb.TURN_DETECTION_SILENCE
+        )
+        if turn_options.mode == TurnMode.SEMANTIC:
+            effective.turn_detection.max_silence_ms = turn_options.max_silence_ms
+            effective.turn_detection.completion_threshold = turn_options.completion_threshold
         return SessionSetup(
             session_id=uuid.uuid4().hex,
             config=effective,
@@ -382,22 +397,47 @@ class _Invalid(Exception):
 
 
 def _turn_options(detection: pb.TurnDetection, language: str) -> TurnOptions:
+    semantic = detection.mode != pb.TURN_DETECTION_SILENCE
     eager = detection.eager_end_of_turn_silence_ms or TurnOptions.eager_silence_ms
-    end = detection.end_of_turn_silence_ms or TurnOptions.end_of_turn_silence_ms
+    default_end = TurnOptions.min_silence_ms if semantic else TurnOptions.end_of_turn_silence_ms
+    end = detection.end_of_turn_silence_ms or default_end
+    max_silence = detection.max_silence_ms or TurnOptions.max_silence_ms
     for name, value, (low, high) in (
         ("eager_end_of_turn_silence_ms", eager, EAGER_RANGE_MS),
-        ("end_of_turn_silence_ms", end, END_OF_TURN_RANGE_MS),
+        (
+            "end_of_turn_silence_ms",
+            end,
+            SEMANTIC_MIN_SILENCE_RANGE_MS if semantic else END_OF_TURN_RANGE_MS,
+        ),
+        ("max_silence_ms", max_silence, MAX_SILENCE_RANGE_MS),
     ):
         if not low <= value <= high:
             raise _Invalid(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"config.turn_detection.{name} is {value}; it must be between {low} and {high}",
+                f"config.turn_detection.{name} is {value}; it must be between {low} and {high}"
+                + (" in semantic mode" if semantic and name == "end_of_turn_silence_ms" else ""),
             )
-    if eager >= end:
+    if not semantic and eager >= end:
         raise _Invalid(
             grpc.StatusCode.INVALID_ARGUMENT,
             "config.turn_detection.eager_end_of_turn_silence_ms must be below end_of_turn_silence_ms",
         )
+    if semantic and end >= max_silence:
+        raise _Invalid(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "config.turn_detection.end_of_turn_silence_ms must be below max_silence_ms in "
+            "semantic mode",
+        )
+    threshold = TurnOptions.completion_threshold
+    if detection.HasField("completion_threshold"):
+        threshold = round(float(detection.completion_threshold), 3)  # float32 on the wire
+        low_t, high_t = COMPLETION_THRESHOLD_RANGE
+        if not low_t <= threshold <= high_t:
+            raise _Invalid(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"config.turn_detection.completion_threshold is {threshold:g}; it must be between "
+                f"{low_t} and {high_t}",
+            )
     thresholds: dict[str, float] = {}
     for name, (lowest, highest) in FLUX_THRESHOLD_RANGES.items():
         if detection.HasField(name):
@@ -411,9 +451,14 @@ def _turn_options(detection: pb.TurnDetection, language: str) -> TurnOptions:
             thresholds[name] = threshold
     return TurnOptions(
         eager_silence_ms=eager,
-        end_of_turn_silence_ms=end,
+        end_of_turn_silence_ms=TurnOptions.end_of_turn_silence_ms if semantic else end,
+        min_silence_ms=end if semantic else TurnOptions.min_silence_ms,
         eager_enabled=not detection.disable_eager_end_of_turn,
         language=language,
+        mode=TurnMode.SEMANTIC if semantic else TurnMode.SILENCE,
+        max_silence_ms=max_silence,
+        completion_threshold=threshold,
+        barge_in_on_any_speech=detection.barge_in_on_any_speech,
         eot_threshold=thresholds.get("eot_threshold"),
         eager_eot_threshold=thresholds.get("eager_eot_threshold"),
     )

@@ -23,9 +23,10 @@ from server.backends.llm.base import LLM, ChatMessage
 from server.backends.registry import BackendError, Backends
 from server.backends.stt.base import STT, STTStream, TurnEventKind, TurnOptions, TurnUpdate
 from server.backends.tts.base import TTS, Encoding, TTSTurn
-from server.metrics import observe_turn
+from server.metrics import BACKCHANNELS, observe_turn
 from server.options import OptionError, llm_backend_for, tts_backend_for
 from server.sentences import SentenceSplitter, speakable
+from server.turn_words import could_become_backchannel, is_short_acknowledgement
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,9 @@ AUDIO_CHUNK_MS = 100  # agent audio goes out in messages of at most this much
 TEXT_BATCH_SECONDS = 0.15
 HISTORY_MESSAGES = 16  # plus the system prompt; older turns fall out of the LLM's context
 MAX_AUDIO_SECONDS = 2  # per audio message; clients send 20-100 ms frames
+# Speech over the agent longer than this is an interruption whatever its words ("yeah, yeah,
+# okay, sure" is about a second).
+MAX_BACKCHANNEL_SECONDS = 1.5
 ENCODINGS: dict[int, Encoding] = {pb.LINEAR16: "linear16", pb.MULAW: "mulaw", pb.ALAW: "alaw"}
 
 
@@ -325,6 +329,9 @@ class Session:
         self._failure: SessionFailure | None = None
         self._closed = False
         self._user_turn_open = False
+        # START_OF_TURN of speech heard while the agent talked, until its words tell an
+        # interruption from an acknowledgement.
+        self._heard_over_agent: TurnUpdate | None = None
         self._draining = False
         self._last_input = time.monotonic()
         self.turns = 0
@@ -604,8 +611,25 @@ class Session:
         kind = event.kind
         if kind == TurnEventKind.START_OF_TURN:
             self._user_turn_open = True
-            await self._barge_in(event.at)
+            if self._agent_audible() and not self.setup.turn_options.barge_in_on_any_speech:
+                # "uh-huh" or "wait, stop"? The words decide (UPDATE, or END_OF_TURN at the
+                # latest); meanwhile the agent goes on.
+                self._heard_over_agent = event
+                assert self._stt_stream is not None
+                self._stt_stream.watch_for_interruption(True)
+            else:
+                await self._barge_in(event.speech_start or event.at)
+        elif kind == TurnEventKind.UPDATE:
+            if self._heard_over_agent is not None and (
+                not could_become_backchannel(event.transcript)
+                or event.speech_seconds >= MAX_BACKCHANNEL_SECONDS
+            ):
+                await self._interrupted()
         elif kind == TurnEventKind.EAGER_END_OF_TURN and self.setup.turn_options.eager_enabled:
+            if self._heard_over_agent is not None:
+                if is_short_acknowledgement(event.transcript, event.speech_seconds):
+                    return  # not worth a speculative answer: it will not be answered
+                await self._interrupted()
             self._cancel_speculative()
             self._speculative = self._start_response(
                 user_text=event.transcript,
@@ -618,6 +642,24 @@ class Session:
         elif kind == TurnEventKind.END_OF_TURN:
             self._user_turn_open = False
             text = event.transcript.strip()
+            if self._heard_over_agent is not None:
+                short = event.speech_seconds < MAX_BACKCHANNEL_SECONDS
+                if short and is_short_acknowledgement(text, event.speech_seconds):
+                    self._heard_over_agent = None
+                    self._cancel_speculative()
+                    BACKCHANNELS.inc()
+                    heard = f"heard {text!r}" if text else "heard a noise"
+                    self.send(
+                        pb.ConverseResponse(
+                            event=pb.Event(
+                                type=pb.BACKCHANNEL,
+                                message=f"{heard} while the agent spoke: not an interruption",
+                            )
+                        )
+                    )
+                    self._end_if_drained()
+                    return
+                await self._interrupted()
             speculative, self._speculative = self._speculative, None
             if not text:  # noise, a cough: nothing to answer
                 if speculative is not None:
@@ -638,6 +680,18 @@ class Session:
                 self._commit_user_turn(
                     text, speech_end=event.speech_end or event.at, stt_final_at=event.at
                 )
+
+    def _agent_audible(self) -> bool:
+        """The agent is talking (or about to): its answer is being made or still playing."""
+        return self._current is not None and self._current.playing(time.monotonic())
+
+    async def _interrupted(self) -> None:
+        """The speech over the agent is a real interruption: stop the agent now."""
+        start, self._heard_over_agent = self._heard_over_agent, None
+        if self._stt_stream is not None:
+            self._stt_stream.watch_for_interruption(False)  # decided: interims at their pace
+        if start is not None:
+            await self._barge_in(start.speech_start or start.at)
 
     def _commit_user_turn(
         self, text: str, speech_end: float, stt_final_at: float, from_text: bool = False
@@ -726,6 +780,10 @@ class Session:
         self.send(pb.ConverseResponse(event=pb.Event(type=pb.BARGE_IN, turn_id=response.turn_id)))
         if was_running:
             self.send(_agent_text(response.turn_id, final=True, text=heard))
+        stop_ms = _ms(detected_at, stopped)
         if response.fixed_text is None:
-            self.send(pb.ConverseResponse(metrics=response.metrics(_ms(detected_at, stopped))))
+            self.send(pb.ConverseResponse(metrics=response.metrics(stop_ms)))
+        else:  # a greeting has no latency of its own, but its interruption does
+            metrics = pb.TurnMetrics(turn_id=response.turn_id, barge_in_stop_ms=stop_ms)
+            self.send(pb.ConverseResponse(metrics=metrics))
         self._warm()

@@ -1,15 +1,22 @@
-"""Flux-style turn events for STT engines that only transcribe: VAD for timing, STT for words.
+"""Flux-style turn events for STT engines that only transcribe: VAD for timing, STT for words,
+and (in the default semantic mode) a turn-completion model for "has the caller finished?".
 
 State per stream:
   idle --(speech for min_speech_ms)--> START_OF_TURN
-  in turn: UPDATE with an interim transcript every ~interim_ms of new audio
-           after 96 ms of silence a final (beam 5) decode starts; once eager_silence_ms of
-           silence have passed and it is done -> EAGER_END_OF_TURN
+  in turn: UPDATE with an interim transcript every ~interim_ms of new audio (every ~128 ms at
+           first while the caller talks over the agent: `watch_for_interruption`)
+           after 64 ms of silence a final (beam 5) decode starts, and in semantic mode the
+           completion model scores the turn's audio (again at ~220 ms if it was unfinished)
+           EAGER_END_OF_TURN once the decode is in and eager_silence_ms have passed (not when
+           the turn is judged complete before that: END_OF_TURN comes straight away)
            speech again after an eager event: TURN_RESUMED
-           after end_of_turn_silence_ms of silence: END_OF_TURN (the eager transcript when it
-           still covers all the audio, otherwise a fresh final decode)
-Decodes run as tasks so the VAD keeps up with live audio meanwhile; a result that arrives after
-the user resumed speaking is dropped (each resume starts a new "epoch").
+           END_OF_TURN: silence mode, after end_of_turn_silence_ms of silence; semantic mode, as
+           soon as the model and the words say the turn is complete, otherwise after
+           max_silence_ms (the eager transcript when it still covers all the audio, otherwise a
+           fresh final decode)
+Decodes and model calls run as tasks so the VAD keeps up with live audio meanwhile; a result
+that arrives after the user resumed speaking is dropped (each resume starts a new "epoch"). A
+task that fails hands its error to `events()`, which raises it, so the session ends with it.
 """
 
 from __future__ import annotations
@@ -17,22 +24,32 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, Protocol
 
 import numpy as np
 
-from server.backends.stt.base import STTStream, TurnEventKind, TurnOptions, TurnUpdate
+from server.backends.stt.base import STTStream, TurnEventKind, TurnMode, TurnOptions, TurnUpdate
+from server.turn_words import is_question, sounds_unfinished
 from server.vad import WINDOW, VoiceActivityDetector
 
 SPEECH_THRESHOLD = 0.5
 SILENCE_THRESHOLD = 0.35  # hysteresis: between the two, the previous state holds
-# The eager decode starts after this much silence (96 ms) and its event is held until the eager
-# silence has passed: the decode overlaps the wait instead of following it.
-EAGER_PREPARE_WINDOWS = 3
+# The eager decode (and the first completion check) start after this much silence (64 ms): they
+# overlap the wait instead of following it.
+PREPARE_WINDOWS = 2
+# Semantic mode checks completion again at this silence (~220 ms) when the first check heard an
+# unfinished turn: the model is trained on turns ending in up to ~200 ms of silence. Later checks
+# would not help: past ~300 ms the silence itself makes the model call nearly any turn complete
+# (measured on our own hesitations), so an unfinished turn waits for max_silence_ms instead.
+RECHECK_WINDOWS = (7,)
 MIN_SPEECH_WINDOWS = 3  # 96 ms of speech before a turn (or a barge-in) starts
 PREROLL_WINDOWS = 10  # 320 ms of audio kept before the start so the first word is whole
 INTERIM_WINDOWS = 12  # an interim transcript every ~384 ms of speech
+# While the caller talks over the agent: the first interim after ~190 ms of speech, then one
+# every ~130 ms, so the session can tell "wait" from "uh-huh" quickly.
+WATCH_FIRST_WINDOWS = 6  # counted from the first voiced window (START comes at 3)
+WATCH_INTERIM_WINDOWS = 4
 MAX_TURN_SECONDS = 30
 
 
@@ -46,20 +63,50 @@ class Transcriber(Protocol):
     async def transcribe(self, pcm: np.ndarray, final: bool, language: str) -> str: ...
 
 
+class CompletionModel(Protocol):
+    """The probability that a turn (int16, 16 kHz, ending in the silence so far) is complete."""
+
+    async def completion(self, pcm: np.ndarray) -> float: ...
+
+
+def judge_complete(probability: float, transcript: str, threshold: float) -> bool:
+    """The turn is over: the model hears an ending, and the words do not stop mid-phrase.
+
+    A transcript ending in "for", "and", "um" is held whatever the voice did (a flat or
+    synthetic voice can fall at any word); a question needs less certainty from the model.
+    """
+    if sounds_unfinished(transcript):
+        return False
+    if is_question(transcript):
+        return probability >= threshold / 2
+    return probability >= threshold
+
+
 class VadTurnStream(STTStream):
     def __init__(
         self,
         transcriber: Transcriber,
         vad: VoiceActivityDetector,
         options: TurnOptions,
+        completion: CompletionModel | None = None,
     ) -> None:
+        if options.mode == TurnMode.SEMANTIC and completion is None:
+            raise ValueError("semantic turn detection needs a completion model")
         self._stt = transcriber
+        self._completion_model = completion
+        self._semantic = options.mode == TurnMode.SEMANTIC
         self._vad = vad.new_stream()
         self._opt = options
         self._eager_windows = max(1, options.eager_silence_ms // 32)
-        self._eot_windows = max(self._eager_windows + 1, options.end_of_turn_silence_ms // 32)
+        if self._semantic:
+            self._min_windows = max(PREPARE_WINDOWS, options.min_silence_ms // 32)
+            self._eot_windows = max(self._min_windows + 1, options.max_silence_ms // 32)
+        else:
+            self._min_windows = self._eot_windows = max(
+                self._eager_windows + 1, options.end_of_turn_silence_ms // 32
+            )
         self._inbox: asyncio.Queue[tuple[np.ndarray, float] | None] = asyncio.Queue()
-        self._events: asyncio.Queue[TurnUpdate | None] = asyncio.Queue()
+        self._events: asyncio.Queue[TurnUpdate | BaseException | None] = asyncio.Queue()
         self._pending = np.zeros(0, dtype=np.int16)
         self._preroll: deque[np.ndarray] = deque(maxlen=PREROLL_WINDOWS)
         self._turn_audio: list[np.ndarray] = []
@@ -71,32 +118,54 @@ class VadTurnStream(STTStream):
         self._turn_index = 0
         self._windows_seen = 0  # windows of the whole stream, to place transcripts in time
         self._turn_first_window = 0
+        self._voiced_windows = (0, 0)  # first and last voiced window of the turn (stream index)
         self._epoch = 0
+        self._speech_start = 0.0
         self._last_voiced_at = 0.0
+        self._watching = False  # the caller talks over the agent: early, frequent interims
         self._eager_sent = False
         self._eager_result: tuple[int, str] | None = None  # (epoch, transcript)
         self._eager_event: tuple[str, float, int, tuple[float, float]] = ("", 0.0, 0, (0.0, 0.0))
         self._eager_due = False  # the eager silence has passed; emit when the decode is in
+        self._completion: tuple[int, float] | None = None  # (epoch, latest probability)
         self._eager_task: asyncio.Task[None] | None = None
         self._interim_task: asyncio.Task[None] | None = None
         self._final_task: asyncio.Task[None] | None = None
+        self._checks: set[asyncio.Task[None]] = set()
         self._worker = asyncio.create_task(self._run(), name="vad-turns")
+        self._worker.add_done_callback(self._task_done)
 
     async def push(self, pcm: np.ndarray, received_at: float) -> None:
         self._inbox.put_nowait((pcm, received_at))
 
     async def events(self) -> AsyncIterator[TurnUpdate]:
         while (event := await self._events.get()) is not None:
+            if isinstance(event, BaseException):
+                raise event
             yield event
+
+    def watch_for_interruption(self, on: bool) -> None:
+        self._watching = on and self._in_turn
 
     async def aclose(self) -> None:
         tasks = [self._worker, self._eager_task, self._interim_task, self._final_task]
-        running = [task for task in tasks if task is not None]
+        running = [task for task in [*tasks, *self._checks] if task is not None]
         for task in running:
             task.cancel()
         if running:
             await asyncio.wait(running)  # not suppress(CancelledError): ours must propagate
         self._events.put_nowait(None)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """A decode or model call that failed ends the stream with its error (see `events`)."""
+        self._checks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._events.put_nowait(exc)
 
     # --- the VAD loop -----------------------------------------------------------------------
 
@@ -140,6 +209,7 @@ class VadTurnStream(STTStream):
         self._turn_audio.append(window)
         if self._speaking:
             self._last_voiced_at = received_at
+            self._voiced_windows = (self._voiced_windows[0], self._windows_seen)
             if self._silence_run > 0 and self._eager_sent:
                 self._emit(TurnEventKind.TURN_RESUMED, span=self._span())
                 self._eager_sent = False
@@ -147,30 +217,47 @@ class VadTurnStream(STTStream):
                 self._epoch += 1  # audio changed: earlier decodes no longer cover it
                 self._eager_result = None
                 self._eager_due = False
+                self._completion = None
             self._silence_run = 0
             self._windows_since_interim += 1
-            if self._windows_since_interim >= INTERIM_WINDOWS:
+            if self._interim_due():
                 self._schedule_interim()
             if len(self._turn_audio) * WINDOW >= MAX_TURN_SECONDS * 16000:
-                await self._end_turn()  # a monologue: answer what we have
+                self._end_turn()  # a monologue: answer what we have
             return
 
         self._silence_run += 1
-        if self._opt.eager_enabled:
-            if self._silence_run == min(EAGER_PREPARE_WINDOWS, self._eager_windows):
-                self._schedule_eager()
-            if self._silence_run == self._eager_windows:
-                self._eager_due = True
-                self._maybe_emit_eager()
+        if self._silence_run == PREPARE_WINDOWS and (self._opt.eager_enabled or self._semantic):
+            self._schedule_eager()
+        if self._semantic and self._silence_run in (PREPARE_WINDOWS, *RECHECK_WINDOWS):
+            self._schedule_check()
+        if self._opt.eager_enabled and self._silence_run == self._eager_windows:
+            self._eager_due = True
+            self._maybe_emit_eager()
         if self._silence_run >= self._eot_windows:
-            await self._end_turn()
+            self._end_turn()
+        elif self._semantic:
+            self._maybe_end_complete()
+
+    def _interim_due(self) -> bool:
+        if not self._watching:
+            return self._windows_since_interim >= INTERIM_WINDOWS
+        voiced = self._windows_seen - self._voiced_windows[0] + 1
+        if voiced < WATCH_FIRST_WINDOWS:
+            return False
+        return voiced == WATCH_FIRST_WINDOWS or self._windows_since_interim >= WATCH_INTERIM_WINDOWS
 
     async def _start_turn(self, received_at: float) -> None:
         if self._final_task is not None:
             await self._final_task  # the previous END_OF_TURN goes out before this START
         self._in_turn = True
+        self._watching = False
         self._turn_audio = list(self._preroll)
         self._turn_first_window = self._windows_seen - len(self._turn_audio)
+        self._voiced_windows = (self._windows_seen - self._speech_run + 1, self._windows_seen)
+        # Audio arrives in frames and is processed in batches: the first voiced window began
+        # about this long before the frame that completed the START window was received.
+        self._speech_start = received_at - self._speech_run * WINDOW / 16000
         self._preroll.clear()
         self._silence_run = 0
         self._speech_run = 0
@@ -178,21 +265,26 @@ class VadTurnStream(STTStream):
         self._eager_sent = False
         self._eager_result = None
         self._eager_due = False
+        self._completion = None
         self._epoch += 1
         self._last_voiced_at = received_at
         self._emit(TurnEventKind.START_OF_TURN, span=self._span())
 
-    async def _end_turn(self) -> None:
+    def _end_turn(self) -> None:
         self._in_turn = False
+        self._watching = False
         audio, span = self._audio(), self._span()
         epoch = self._epoch
         turn_index, speech_end = self._turn_index, self._last_voiced_at
+        speech_seconds, speech_start = self._speech_seconds(), self._speech_start
         eager_task = self._eager_task
         self._turn_index += 1
         self._turn_audio = []
         self._speech_run = 0
         if self._interim_task is not None:
             self._interim_task.cancel()
+        for check in self._checks:
+            check.cancel()
 
         async def finish() -> None:
             if eager_task is not None and not eager_task.done():
@@ -202,9 +294,47 @@ class VadTurnStream(STTStream):
                 text = result[1]
             else:
                 text = await self._stt.transcribe(audio, True, self._opt.language)
-            self._emit(TurnEventKind.END_OF_TURN, text, speech_end, turn_index, span)
+            self._emit(
+                TurnEventKind.END_OF_TURN,
+                text,
+                speech_end,
+                turn_index,
+                span,
+                speech_seconds=speech_seconds,
+                speech_start=speech_start,
+            )
 
-        self._final_task = asyncio.create_task(finish(), name="final-decode")
+        self._final_task = self._spawn(finish(), "final-decode")
+
+    # --- semantic end of turn ---------------------------------------------------------------
+
+    def _schedule_check(self) -> None:
+        model = self._completion_model
+        assert model is not None
+        audio, epoch = self._audio(), self._epoch
+
+        async def check() -> None:
+            probability = await model.completion(audio)
+            if epoch != self._epoch or not self._in_turn:
+                return  # the caller went on (or the turn already ended)
+            self._completion = (epoch, probability)
+            self._maybe_end_complete()
+
+        self._checks.add(self._spawn(check(), "turn-completion"))
+
+    def _maybe_end_complete(self) -> None:
+        """END_OF_TURN now if the decode and the model are in and both say "finished"."""
+        result, completion = self._eager_result, self._completion
+        if not self._in_turn or self._silence_run < self._min_windows:
+            return
+        if result is None or completion is None:
+            return
+        if result[0] != self._epoch or completion[0] != self._epoch:
+            return
+        text = result[1]
+        if text and not judge_complete(completion[1], text, self._opt.completion_threshold):
+            return
+        self._end_turn()  # no EAGER_END_OF_TURN first: the answer can start for real now
 
     # --- decodes ----------------------------------------------------------------------------
 
@@ -212,6 +342,10 @@ class VadTurnStream(STTStream):
         """Where the current turn's audio lies in the stream, in seconds."""
         start = self._turn_first_window * WINDOW / 16000
         return start, start + len(self._turn_audio) * WINDOW / 16000
+
+    def _speech_seconds(self) -> float:
+        first, last = self._voiced_windows
+        return max(0, last - first + 1) * WINDOW / 16000
 
     def _audio(self) -> np.ndarray:
         return np.concatenate(self._turn_audio) if self._turn_audio else np.zeros(0, np.int16)
@@ -221,13 +355,14 @@ class VadTurnStream(STTStream):
             return
         self._windows_since_interim = 0
         audio, turn_index, span = self._audio(), self._turn_index, self._span()
+        speech_seconds = self._speech_seconds()
 
         async def interim() -> None:
             text = await self._stt.transcribe(audio, False, self._opt.language)
             if text and self._in_turn and not self._eager_sent and turn_index == self._turn_index:
-                self._emit(TurnEventKind.UPDATE, text, span=span)
+                self._emit(TurnEventKind.UPDATE, text, span=span, speech_seconds=speech_seconds)
 
-        self._interim_task = asyncio.create_task(interim(), name="interim-decode")
+        self._interim_task = self._spawn(interim(), "interim-decode")
 
     def _schedule_eager(self) -> None:
         audio, epoch, speech_end = self._audio(), self._epoch, self._last_voiced_at
@@ -240,13 +375,17 @@ class VadTurnStream(STTStream):
             self._eager_result = (epoch, text)
             self._eager_event = (text, speech_end, turn_index, span)
             self._maybe_emit_eager()
+            if self._semantic:
+                self._maybe_end_complete()
 
-        self._eager_task = asyncio.create_task(eager(), name="eager-decode")
+        self._eager_task = self._spawn(eager(), "eager-decode")
 
     def _maybe_emit_eager(self) -> None:
         """EAGER_END_OF_TURN once both the decode and the eager silence are there."""
         result = self._eager_result
         if not self._eager_due or self._eager_sent or result is None or result[0] != self._epoch:
+            return
+        if not self._in_turn:
             return
         text, speech_end, turn_index, span = self._eager_event
         if text:
@@ -260,6 +399,8 @@ class VadTurnStream(STTStream):
         speech_end: float | None = None,
         turn_index: int | None = None,
         span: tuple[float, float] = (0.0, 0.0),
+        speech_seconds: float | None = None,
+        speech_start: float | None = None,
     ) -> None:
         self._events.put_nowait(
             TurnUpdate(
@@ -270,5 +411,7 @@ class VadTurnStream(STTStream):
                 at=time.monotonic(),
                 audio_start=span[0],
                 audio_end=span[1],
+                speech_start=self._speech_start if speech_start is None else speech_start,
+                speech_seconds=self._speech_seconds() if speech_seconds is None else speech_seconds,
             )
         )

@@ -1,8 +1,10 @@
 """Scripted in-process backends behind our base classes, for unit tests of the pipeline.
 
 Speech is simulated by loud tones: an energy VAD marks them as speech, and the transcriber
-names each turn by its length in whole 100 ms steps, so a test controls words and timing with
-plain audio and still runs through the real turn detector, session and servicer.
+names each turn by its count of loud windows ("said 31"), so a test controls words and timing
+with plain audio and still runs through the real turn detector, session and servicer. The pitch
+carries the rest: a turn whose last loud window is a low tone (LOW_HZ) sounds unfinished to the
+scripted completion model, and a turn of high tones only (ACK_HZ) is transcribed "Uh-huh."
 """
 
 from __future__ import annotations
@@ -14,12 +16,31 @@ from typing import Any, ClassVar
 import numpy as np
 
 from server.backends.llm.base import LLM, ChatMessage
-from server.backends.stt.base import STT, STTStream, TurnOptions
+from server.backends.stt.base import STT, STTStream, TurnMode, TurnOptions
 from server.backends.tts.base import TTS, SynthesizedAudio, VoiceInfo
 from server.turns import VadTurnStream
 from server.vad import VoiceActivityDetector
 
 RATE = 16000
+LOW_HZ = 220.0  # a turn ending on this pitch sounds unfinished
+ACK_HZ = 1760.0  # a turn of this pitch only is an acknowledgement, "Uh-huh."
+
+
+def pitch(window: np.ndarray, rate: int = RATE) -> float:
+    """The frequency of a pure tone, from its zero crossings (silence around it left out)."""
+    nonzero = np.nonzero(window)[0]
+    if len(nonzero) < 2:
+        return 0.0
+    tone = window[nonzero[0] : nonzero[-1] + 1].astype(np.int32)
+    signs = np.signbit(tone)
+    return float(np.count_nonzero(signs[1:] != signs[:-1])) * rate / (2 * len(tone))
+
+
+def loud_windows(pcm: np.ndarray) -> list[np.ndarray]:
+    n = len(pcm) // 512
+    windows = pcm[: n * 512].reshape(n, 512)
+    rms = np.sqrt(np.mean(windows.astype(np.float64) ** 2, axis=1))
+    return [w for w, r in zip(windows, rms, strict=True) if r > 500]
 
 
 def tone(seconds: float, rate: int = RATE, freq: float = 440.0, level: int = 8000) -> np.ndarray:
@@ -43,7 +64,8 @@ class EnergyVAD(VoiceActivityDetector):
 
 
 class ScriptedTranscriber:
-    """A turn's transcript is "said N": N is its count of loud 32 ms windows."""
+    """A turn's transcript is "said N": N is its count of loud 32 ms windows ("Uh-huh." for a
+    turn of ACK_HZ tones only)."""
 
     def __init__(self, delay: float = 0.01) -> None:
         self.delay = delay
@@ -51,11 +73,25 @@ class ScriptedTranscriber:
 
     async def transcribe(self, pcm: np.ndarray, final: bool, language: str) -> str:
         await asyncio.sleep(self.delay)
-        n = len(pcm) // 512
-        rms = np.sqrt(np.mean(pcm[: n * 512].reshape(n, 512).astype(np.float64) ** 2, axis=1))
-        voiced = int(np.sum(rms > 500))
+        loud = loud_windows(pcm)
         self.calls.append((len(pcm), final))
-        return f"said {voiced}" if voiced else ""
+        if loud and all(abs(pitch(w) - ACK_HZ) < 200 for w in loud):
+            return "Uh-huh."
+        return f"said {len(loud)}" if loud else ""
+
+
+class ScriptedCompletion:
+    """Turn completion by pitch: a turn whose last loud window is LOW_HZ is unfinished (0.1)."""
+
+    def __init__(self, delay: float = 0.01) -> None:
+        self.delay = delay
+        self.calls = 0
+
+    async def completion(self, pcm: np.ndarray) -> float:
+        await asyncio.sleep(self.delay)
+        self.calls += 1
+        loud = loud_windows(pcm)
+        return 0.1 if loud and abs(pitch(loud[-1]) - LOW_HZ) < 60 else 0.9
 
 
 class ScriptedSTT(STT):
@@ -63,10 +99,14 @@ class ScriptedSTT(STT):
 
     def __init__(self, delay: float = 0.01) -> None:
         self.transcriber = ScriptedTranscriber(delay)
+        self.completion = ScriptedCompletion(delay)
         self.vad = EnergyVAD()
 
     def open_stream(self, options: TurnOptions) -> STTStream:
-        return VadTurnStream(self.transcriber, self.vad, options)
+        semantic = options.mode == TurnMode.SEMANTIC
+        return VadTurnStream(
+            self.transcriber, self.vad, options, self.completion if semantic else None
+        )
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.vad.close)

@@ -17,7 +17,7 @@ from server.backends.base import BackendUnavailable
 from server.backends.llm.base import ChatMessage
 from tests.conftest import Call
 from tests.unit.conftest import StartServer
-from tests.unit.scripted import ScriptedLLM, ScriptedTTS, silence, tone
+from tests.unit.scripted import ACK_HZ, LOW_HZ, ScriptedLLM, ScriptedTTS, silence, tone
 
 LONG_REPLY = " ".join(f"word{i}." if i % 6 == 5 else f"word{i}" for i in range(30))
 
@@ -132,7 +132,7 @@ async def test_spoken_turn_in_mulaw_8k(start_server: StartServer, open_call) -> 
     )
     await call.wait_for(lambda c: len(c.of("metrics")) == 1)
     events = [t.event for t in call.of("transcript") if t.event != pb.UPDATE]
-    assert events == [pb.START_OF_TURN, pb.EAGER_END_OF_TURN, pb.END_OF_TURN]
+    assert events == [pb.START_OF_TURN, pb.END_OF_TURN]  # complete: no speculation needed
     end = call.of("transcript")[-1]
     assert end.is_final and end.text.startswith("said ")
     assert s.llm.calls[-1][-1].content == end.text
@@ -142,8 +142,23 @@ async def test_spoken_turn_in_mulaw_8k(start_server: StartServer, open_call) -> 
     assert not m.from_text
     assert 0 < m.stt_final_ms <= m.voice_to_voice_ms
     assert m.llm_first_token_ms <= m.tts_first_audio_ms <= m.voice_to_voice_ms
-    # the answer is held until END_OF_TURN: end-of-turn silence is 640 ms
-    assert m.voice_to_voice_ms >= 600
+    # semantic turn detection (the default): a complete turn ends after a short silence (the
+    # least is 128 ms), not the 640 ms of silence-only detection
+    assert 100 <= m.voice_to_voice_ms < 600
+
+
+async def test_silence_mode_holds_the_answer_until_the_end_of_turn_silence(
+    start_server: StartServer, open_call
+) -> None:
+    s = await start_server()
+    silence_only = pb.TurnDetection(mode=pb.TURN_DETECTION_SILENCE)
+    call: Call = await open_call(s.target, config(turn_detection=silence_only))
+    await call.send_pcm(np.concatenate([silence(0.2), tone(1.0), silence(1.0)]))
+    await call.wait_for(lambda c: len(c.of("metrics")) == 1)
+    started = call.of("session_started")[0]
+    assert started.config.turn_detection.mode == pb.TURN_DETECTION_SILENCE
+    assert started.config.turn_detection.end_of_turn_silence_ms == 640
+    assert call.of("metrics")[0].voice_to_voice_ms >= 600
 
 
 async def test_agent_greets_first(start_server: StartServer, open_call) -> None:
@@ -163,7 +178,8 @@ async def test_barge_in_stops_the_agent_and_keeps_only_what_was_heard(
     llm = ScriptedLLM(LONG_REPLY, token_delay=0.06)  # 30 words over ~1.8 s
     tts = ScriptedTTS(seconds_per_word=0.1, speed=20)
     s = await start_server(llm=llm, tts=tts)
-    call: Call = await open_call(s.target)
+    any_speech = pb.TurnDetection(barge_in_on_any_speech=True)
+    call: Call = await open_call(s.target, config(turn_detection=any_speech))
     await call.conversation.send_text("Tell me a long story.")
     await call.wait_for(lambda c: bool(c.of("audio")))
     await asyncio.sleep(0.5)
@@ -171,7 +187,8 @@ async def test_barge_in_stops_the_agent_and_keeps_only_what_was_heard(
     await call.wait_for(lambda c: bool(c.events(pb.BARGE_IN)))
     await call.wait_for(lambda c: any(m.HasField("barge_in_stop_ms") for m in c.of("metrics")))
     metrics = next(m for m in call.of("metrics") if m.HasField("barge_in_stop_ms"))
-    assert metrics.barge_in_stop_ms < 100
+    # from the first voiced frame: 96 ms of speech start a turn, then the agent stops
+    assert 90 <= metrics.barge_in_stop_ms < 250
     assert llm.closed_early == 1  # the LLM stream was cancelled mid-reply
     audio_after = len(call.of("audio"))
     heard = call.finals()[0].text
@@ -213,7 +230,8 @@ async def test_speculative_answer_waits_for_the_end_of_turn(
     start_server: StartServer, open_call
 ) -> None:
     s = await start_server()
-    call: Call = await open_call(s.target)
+    silence_only = pb.TurnDetection(mode=pb.TURN_DETECTION_SILENCE)
+    call: Call = await open_call(s.target, config(turn_detection=silence_only))
     await call.send_pcm(np.concatenate([tone(0.8), silence(0.45), tone(0.8), silence(1.0)]))
     await call.wait_for(lambda c: len(c.of("metrics")) == 1)
     events = [
@@ -231,6 +249,89 @@ async def test_speculative_answer_waits_for_the_end_of_turn(
     assert s.llm.calls[-1][-1].content == final_transcript
     assert len(s.llm.calls) == 2  # the speculative call on the pause, then the real one
     assert len(call.finals()) == 1
+
+
+async def test_a_pause_that_sounds_unfinished_is_one_turn(
+    start_server: StartServer, open_call
+) -> None:
+    s = await start_server()
+    call: Call = await open_call(s.target)
+    # a phrase that trails off on a low pitch, 1.2 s of silence, then the rest
+    first = np.concatenate([tone(0.6), tone(0.2, freq=LOW_HZ)])
+    await call.send_pcm(np.concatenate([first, silence(1.2), tone(0.8), silence(1.0)]))
+    await call.wait_for(lambda c: len(c.of("metrics")) == 1)
+    ends = [t for t in call.of("transcript") if t.event == pb.END_OF_TURN]
+    assert len(ends) == 1 and ends[0].audio_window_end_ms > 2000
+    assert int(ends[0].text.split()[1]) >= 45  # both parts: ~50 voiced windows
+    assert len(call.finals()) == 1
+
+
+async def test_an_unfinished_turn_still_ends_at_the_maximum_silence(
+    start_server: StartServer, open_call
+) -> None:
+    s = await start_server()
+    detection = pb.TurnDetection(max_silence_ms=900)
+    call: Call = await open_call(s.target, config(turn_detection=detection))
+    started = asyncio.get_running_loop().time()
+    await call.send_pcm(np.concatenate([tone(0.6), tone(0.2, freq=LOW_HZ), silence(1.5)]))
+    await call.wait_for(lambda c: len(c.of("metrics")) == 1)
+    m = call.of("metrics")[0]
+    assert 850 <= m.voice_to_voice_ms < 1400, m  # held to 900 ms of silence, not longer
+    assert asyncio.get_running_loop().time() - started < 5
+
+
+async def long_greeting_call(start_server: StartServer, open_call, **detection: object) -> Call:
+    tts = ScriptedTTS(seconds_per_word=0.2, speed=100)  # 24 words: ~5 s, rendered at once
+    s = await start_server(tts=tts)
+    greeting = " ".join(f"word{i}" for i in range(24)) + "."
+    turn_detection = pb.TurnDetection(**detection)  # type: ignore[arg-type]
+    call: Call = await open_call(s.target, config(greeting=greeting, turn_detection=turn_detection))
+    await call.wait_for(lambda c: bool(c.of("audio")))
+    await asyncio.sleep(1.0)
+    return call
+
+
+async def test_an_acknowledgement_while_the_agent_talks_does_not_interrupt_it(
+    start_server: StartServer, open_call
+) -> None:
+    call = await long_greeting_call(start_server, open_call)
+    await call.send_pcm(np.concatenate([tone(0.4, freq=ACK_HZ), silence(1.0)]))
+    await call.wait_for(lambda c: bool(c.events(pb.BACKCHANNEL)))
+    assert "Uh-huh." in call.events(pb.BACKCHANNEL)[0].message
+    await call.wait_for(lambda c: bool(c.events(pb.AGENT_TURN_DONE)), within=8)
+    assert not call.events(pb.BARGE_IN)
+    assert [f.turn_id for f in call.finals()] == [0]  # the greeting, whole; no answer to it
+    assert call.finals()[0].text.endswith("word23.")
+
+
+async def test_words_over_the_agent_interrupt_it(start_server: StartServer, open_call) -> None:
+    call = await long_greeting_call(start_server, open_call)
+    await call.send_pcm(np.concatenate([tone(0.7), silence(1.0)]))
+    await call.wait_for(lambda c: bool(c.events(pb.BARGE_IN)))
+    await call.wait_for(lambda c: any(m.HasField("barge_in_stop_ms") for m in c.of("metrics")))
+    stop = next(m for m in call.of("metrics") if m.HasField("barge_in_stop_ms"))
+    # the first words are transcribed after ~190 ms of speech: they are no acknowledgement
+    assert 150 <= stop.barge_in_stop_ms < 600, stop
+    await call.wait_for(lambda c: len(c.finals()) == 2)  # the greeting, cut; then the answer
+    assert not call.events(pb.BACKCHANNEL)
+
+
+async def test_long_speech_over_the_agent_interrupts_it_whatever_the_words(
+    start_server: StartServer, open_call
+) -> None:
+    call = await long_greeting_call(start_server, open_call)
+    await call.send_pcm(np.concatenate([tone(1.8, freq=ACK_HZ), silence(1.0)]))
+    await call.wait_for(lambda c: bool(c.events(pb.BARGE_IN)))
+    assert not call.events(pb.BACKCHANNEL)
+
+
+async def test_barge_in_on_any_speech_stops_the_agent_for_an_acknowledgement(
+    start_server: StartServer, open_call
+) -> None:
+    call = await long_greeting_call(start_server, open_call, barge_in_on_any_speech=True)
+    await call.send_pcm(np.concatenate([tone(0.4, freq=ACK_HZ), silence(1.0)]))
+    await call.wait_for(lambda c: bool(c.events(pb.BARGE_IN)))
+    assert not call.events(pb.BACKCHANNEL)
 
 
 async def test_config_update_applies_to_the_next_turn(start_server: StartServer, open_call) -> None:
@@ -345,7 +446,8 @@ async def test_a_failed_speculative_answer_is_answered_afresh_at_the_end_of_turn
     start_server: StartServer, open_call
 ) -> None:
     s = await start_server(llm=FailsOnceLLM())
-    call: Call = await open_call(s.target)
+    silence_only = pb.TurnDetection(mode=pb.TURN_DETECTION_SILENCE)  # EAGER 440 ms before END
+    call: Call = await open_call(s.target, config(turn_detection=silence_only))
     await call.send_pcm(np.concatenate([tone(0.8), silence(1.0)]))
     await call.wait_for(lambda c: len(c.of("metrics")) == 1)
     assert len(s.llm.calls) == 2  # the speculation that failed, then the answer

@@ -1,32 +1,60 @@
-"""The VAD + STT turn detector, fed at 4x real time (decodes take 10 ms of wall time)."""
+"""The VAD + STT turn detector, fed at 4x real time (decodes take 10 ms of wall time).
+
+Silence-only detection, then semantic detection with a scripted completion model (a turn whose
+last tone is LOW_HZ sounds unfinished), then the decision rule itself.
+"""
 
 import asyncio
+import dataclasses
 
 import numpy as np
+import pytest
 
 from server.backends.stt.base import TurnEventKind as K
-from server.backends.stt.base import TurnOptions, TurnUpdate
-from server.turns import VadTurnStream
-from tests.unit.scripted import EnergyVAD, ScriptedTranscriber, silence, tone
+from server.backends.stt.base import TurnMode, TurnOptions, TurnUpdate
+from server.turns import VadTurnStream, judge_complete
+from tests.unit.scripted import (
+    LOW_HZ,
+    EnergyVAD,
+    ScriptedCompletion,
+    ScriptedTranscriber,
+    silence,
+    tone,
+)
 
 VAD = EnergyVAD()  # one detector for every stream, as in a server
+SILENCE = TurnOptions(mode=TurnMode.SILENCE)
+
+
+class FailingCompletion:
+    async def completion(self, pcm: np.ndarray) -> float:
+        raise RuntimeError("turn model exploded")
 
 
 async def run(
-    audio: np.ndarray, options: TurnOptions | None = None, settle: float = 0.3
+    audio: np.ndarray,
+    options: TurnOptions = SILENCE,
+    settle: float = 0.3,
+    completion: object | None = None,
+    watch_at: float | None = None,
 ) -> list[TurnUpdate]:
-    stream = VadTurnStream(ScriptedTranscriber(), VAD, options or TurnOptions())
+    """Feed `audio`; each event's `at` is replaced by the audio time (s) pushed when it came."""
+    if options.mode == TurnMode.SEMANTIC and completion is None:
+        completion = ScriptedCompletion()
+    stream = VadTurnStream(ScriptedTranscriber(), VAD, options, completion)  # type: ignore[arg-type]
     events: list[TurnUpdate] = []
+    clock = [0.0]
 
     async def collect() -> None:
         async for event in stream.events():
-            events.append(event)
+            events.append(dataclasses.replace(event, at=clock[0]))
 
     collector = asyncio.create_task(collect())
-    t = 0.0
     for start in range(0, len(audio), 320):  # 20 ms frames at 4x real time
-        await stream.push(audio[start : start + 320], received_at=t)
-        t += 0.02
+        await stream.push(audio[start : start + 320], received_at=clock[0])
+        clock[0] += 0.02
+        if watch_at is not None and abs(clock[0] - watch_at) < 0.01:
+            stream.watch_for_interruption(True)
         await asyncio.sleep(0.005)
     await asyncio.sleep(settle)
     await stream.aclose()
@@ -66,10 +94,92 @@ async def test_two_questions_three_seconds_apart_are_two_turns() -> None:
 
 
 async def test_without_eager_the_end_of_turn_still_comes() -> None:
-    events = await run(np.concatenate([tone(1.0), silence(1.0)]), TurnOptions(eager_enabled=False))
+    events = await run(
+        np.concatenate([tone(1.0), silence(1.0)]),
+        TurnOptions(mode=TurnMode.SILENCE, eager_enabled=False),
+    )
     assert kinds(events) == [K.START_OF_TURN, K.END_OF_TURN]
 
 
 async def test_a_click_is_not_a_turn() -> None:
     events = await run(np.concatenate([silence(0.5), tone(0.03), silence(1.0)]))
     assert events == []
+
+
+# --- semantic mode ------------------------------------------------------------------------
+
+SEMANTIC = TurnOptions()
+
+
+def unfinished(seconds: float) -> np.ndarray:
+    """Speech that trails off on a low pitch: the scripted model hears it as unfinished."""
+    return np.concatenate([tone(seconds - 0.2), tone(0.2, freq=LOW_HZ)])
+
+
+async def test_a_complete_turn_ends_after_a_short_silence() -> None:
+    events = await run(np.concatenate([silence(0.3), tone(1.2), silence(1.0)]), SEMANTIC)
+    assert kinds(events) == [K.START_OF_TURN, K.END_OF_TURN]  # before the eager silence
+    end = events[-1]
+    assert end.speech_end is not None and end.transcript.startswith("said ")
+    # speech ended at 1.5 s; the turn ended ~130-250 ms later, far from the 640 ms of silence
+    # mode (4x real time: 10 ms of decoding is 40 ms of audio)
+    assert end.at - end.speech_end < 0.45
+
+
+async def test_an_unfinished_phrase_and_a_pause_are_one_turn() -> None:
+    audio = np.concatenate([unfinished(0.8), silence(1.2), tone(0.8), silence(1.0)])
+    events = await run(audio, SEMANTIC)
+    assert kinds(events).count(K.END_OF_TURN) == 1
+    assert K.TURN_RESUMED in kinds(events)  # the eager answer was prepared, then dropped
+    final = next(e for e in events if e.kind == K.END_OF_TURN)
+    assert int(final.transcript.split()[1]) >= 45
+
+
+async def test_an_unfinished_turn_ends_at_the_maximum_silence() -> None:
+    options = TurnOptions(max_silence_ms=1000)
+    events = await run(np.concatenate([unfinished(0.8), silence(2.0)]), options, settle=0.5)
+    end = next(e for e in events if e.kind == K.END_OF_TURN)
+    assert end.speech_end is not None
+    assert 0.95 <= end.at - end.speech_end < 1.3
+
+
+async def test_the_model_is_asked_again_as_the_silence_grows() -> None:
+    completion = ScriptedCompletion()
+    options = TurnOptions(max_silence_ms=2000)
+    await run(np.concatenate([unfinished(0.8), silence(2.2)]), options, completion=completion)
+    assert completion.calls == 2  # at 64 ms of silence, then at ~220 ms
+
+
+async def test_silence_mode_never_asks_the_model() -> None:
+    completion = ScriptedCompletion()
+    events = await run(
+        np.concatenate([unfinished(0.8), silence(1.0)]), SILENCE, completion=completion
+    )
+    assert completion.calls == 0 and kinds(events)[-1] == K.END_OF_TURN
+
+
+async def test_a_failing_model_ends_the_stream_with_its_error() -> None:
+    with pytest.raises(RuntimeError, match="turn model exploded"):
+        await run(
+            np.concatenate([tone(0.8), silence(1.0)]), SEMANTIC, completion=FailingCompletion()
+        )
+
+
+async def test_watching_for_an_interruption_transcribes_the_first_words_early() -> None:
+    audio = np.concatenate([silence(0.3), tone(1.0), silence(1.0)])
+    watched = await run(audio, SEMANTIC, watch_at=0.44)
+    plain = await run(audio, SEMANTIC)
+    first = [e for e in watched if e.kind == K.UPDATE]
+    assert first and int(first[0].transcript.split()[1]) <= 8  # after ~6 voiced windows
+    assert len(first) > len([e for e in plain if e.kind == K.UPDATE])
+    assert first[0].speech_seconds < 0.4
+
+
+def test_the_words_veto_an_ending_the_voice_suggests() -> None:
+    assert judge_complete(0.95, "Can you tell me when the pharmacy opens?", 0.5)
+    assert judge_complete(0.6, "I need to change my address.", 0.5)
+    assert not judge_complete(0.3, "I need to change my address.", 0.5)
+    for text in ("I would like a table for", "I was wondering if.", "So, um", "It's the one with,"):
+        assert not judge_complete(0.99, text, 0.5), text
+    assert judge_complete(0.3, "What time do you open?", 0.5)  # a question needs less
+    assert not judge_complete(0.2, "What time do you open?", 0.5)

@@ -36,14 +36,31 @@ class TurnUpdate:
     # The input audio the transcript covers, in seconds from the stream's first sample.
     audio_start: float = 0.0
     audio_end: float = 0.0
+    # Monotonic time at which the turn's first voiced audio was received (where known).
+    speech_start: float | None = None
+    # Voiced audio of the turn so far, first to last voiced frame, in seconds (where known).
+    speech_seconds: float = 0.0
+
+
+class TurnMode(enum.Enum):
+    SEMANTIC = "semantic"  # a turn-completion model decides, silence is the upper bound
+    SILENCE = "silence"  # a fixed silence ends the turn
 
 
 @dataclass(frozen=True)
 class TurnOptions:
     eager_silence_ms: int = 200
-    end_of_turn_silence_ms: int = 640
+    end_of_turn_silence_ms: int = 640  # SILENCE: the silence that ends a turn
+    # SEMANTIC: the least silence before a turn judged complete ends (the model and the final
+    # decode take about this long anyway). TurnDetection.end_of_turn_silence_ms sets it there.
+    min_silence_ms: int = 128
     eager_enabled: bool = True
     language: str = "en"
+    mode: TurnMode = TurnMode.SEMANTIC
+    max_silence_ms: int = 2000  # SEMANTIC: the longest wait for a caller who has not finished
+    completion_threshold: float = 0.5  # SEMANTIC: completion probability that ends a turn
+    # False: acknowledgements and noises while the agent talks do not interrupt it.
+    barge_in_on_any_speech: bool = False
     # Deepgram Flux's confidence thresholds; None: not sent, the provider's default applies.
     eot_threshold: float | None = None
     eager_eot_threshold: float | None = None
@@ -63,6 +80,15 @@ class STTStream(ABC):
     @abstractmethod
     async def aclose(self) -> None:
         """Stop and release everything the stream started."""
+
+    def watch_for_interruption(self, on: bool) -> None:  # noqa: B027 - optional, no-op by default
+        """The caller started talking over the agent: transcribe the first words at once (on),
+        until the session has decided (off).
+
+        The session tells an interruption ("wait, stop") from an acknowledgement ("uh-huh") by
+        the words, so the sooner they come (as UPDATE events) the sooner the agent stops.
+        Backends whose updates come at their own pace (Flux) ignore it.
+        """
 
 
 class STT(Backend, ABC):

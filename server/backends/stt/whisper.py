@@ -1,4 +1,5 @@
-"""Local STT: Whisper base (faster-whisper / CTranslate2, int8) with Silero VAD turn-taking.
+"""Local STT: Whisper base (faster-whisper / CTranslate2, int8) with Silero VAD turn-taking and
+Smart Turn v3.2 deciding when a turn is complete (server/smart_turn.py).
 
 faster-whisper's `transcribe()` pads every input to 30 s (~0.5 s a call whatever the length);
 we call the CTranslate2 model on the turn's own features plus a short zero tail instead, which
@@ -15,7 +16,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from server import assets
-from server.backends.stt.base import STT, STTStream, TurnOptions
+from server.backends.stt.base import STT, STTStream, TurnMode, TurnOptions
+from server.smart_turn import SmartTurnV3
 from server.turns import VadTurnStream
 from server.vad import SileroVAD
 
@@ -33,6 +35,7 @@ class WhisperSTT(STT):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
         self._model: Any = None
         self._vad: SileroVAD | None = None
+        self._turn_model: SmartTurnV3 | None = None
         self._prompts: dict[str, tuple[Any, list[int]]] = {}
 
     async def load(self) -> None:
@@ -48,17 +51,22 @@ class WhisperSTT(STT):
             str(model_dir), device="cpu", compute_type="int8", cpu_threads=self._threads
         )
         self._vad = SileroVAD(assets.silero_vad_path())
+        self._turn_model = SmartTurnV3(assets.smart_turn_path())
+        self._turn_model.score([np.zeros(16000, dtype=np.int16)])  # warm-up
         self._decode(np.zeros(16000, dtype=np.int16), final=True, language="en")  # warm-up
 
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._vad is not None:
             await asyncio.to_thread(self._vad.close)
+        if self._turn_model is not None:
+            await asyncio.to_thread(self._turn_model.close)
 
     def open_stream(self, options: TurnOptions) -> STTStream:
         if self._vad is None:
             raise RuntimeError("WhisperSTT.open_stream before load()")
-        return VadTurnStream(self, self._vad, options)
+        model = self._turn_model if options.mode == TurnMode.SEMANTIC else None
+        return VadTurnStream(self, self._vad, options, model)
 
     async def transcribe(self, pcm: np.ndarray, final: bool, language: str) -> str:
         loop = asyncio.get_running_loop()

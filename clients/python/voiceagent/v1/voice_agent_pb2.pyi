@@ -15,6 +15,12 @@ class AudioEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MULAW: _ClassVar[AudioEncoding]
     ALAW: _ClassVar[AudioEncoding]
 
+class TurnDetectionMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TURN_DETECTION_MODE_UNSPECIFIED: _ClassVar[TurnDetectionMode]
+    TURN_DETECTION_SEMANTIC: _ClassVar[TurnDetectionMode]
+    TURN_DETECTION_SILENCE: _ClassVar[TurnDetectionMode]
+
 class TurnEvent(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     TURN_EVENT_UNSPECIFIED: _ClassVar[TurnEvent]
@@ -31,10 +37,14 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONFIG_APPLIED: _ClassVar[EventType]
     AGENT_TURN_DONE: _ClassVar[EventType]
     GOING_AWAY: _ClassVar[EventType]
+    BACKCHANNEL: _ClassVar[EventType]
 AUDIO_ENCODING_UNSPECIFIED: AudioEncoding
 LINEAR16: AudioEncoding
 MULAW: AudioEncoding
 ALAW: AudioEncoding
+TURN_DETECTION_MODE_UNSPECIFIED: TurnDetectionMode
+TURN_DETECTION_SEMANTIC: TurnDetectionMode
+TURN_DETECTION_SILENCE: TurnDetectionMode
 TURN_EVENT_UNSPECIFIED: TurnEvent
 START_OF_TURN: TurnEvent
 UPDATE: TurnEvent
@@ -46,6 +56,7 @@ BARGE_IN: EventType
 CONFIG_APPLIED: EventType
 AGENT_TURN_DONE: EventType
 GOING_AWAY: EventType
+BACKCHANNEL: EventType
 
 class AudioFormat(_message.Message):
     __slots__ = ("encoding", "sample_rate_hertz")
@@ -56,18 +67,26 @@ class AudioFormat(_message.Message):
     def __init__(self, encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate_hertz: _Optional[int] = ...) -> None: ...
 
 class TurnDetection(_message.Message):
-    __slots__ = ("eager_end_of_turn_silence_ms", "end_of_turn_silence_ms", "disable_eager_end_of_turn", "eot_threshold", "eager_eot_threshold")
+    __slots__ = ("eager_end_of_turn_silence_ms", "end_of_turn_silence_ms", "disable_eager_end_of_turn", "eot_threshold", "eager_eot_threshold", "mode", "max_silence_ms", "completion_threshold", "barge_in_on_any_speech")
     EAGER_END_OF_TURN_SILENCE_MS_FIELD_NUMBER: _ClassVar[int]
     END_OF_TURN_SILENCE_MS_FIELD_NUMBER: _ClassVar[int]
     DISABLE_EAGER_END_OF_TURN_FIELD_NUMBER: _ClassVar[int]
     EOT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     EAGER_EOT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    MAX_SILENCE_MS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    BARGE_IN_ON_ANY_SPEECH_FIELD_NUMBER: _ClassVar[int]
     eager_end_of_turn_silence_ms: int
     end_of_turn_silence_ms: int
     disable_eager_end_of_turn: bool
     eot_threshold: float
     eager_eot_threshold: float
-    def __init__(self, eager_end_of_turn_silence_ms: _Optional[int] = ..., end_of_turn_silence_ms: _Optional[int] = ..., disable_eager_end_of_turn: _Optional[bool] = ..., eot_threshold: _Optional[float] = ..., eager_eot_threshold: _Optional[float] = ...) -> None: ...
+    mode: TurnDetectionMode
+    max_silence_ms: int
+    completion_threshold: float
+    barge_in_on_any_speech: bool
+    def __init__(self, eager_end_of_turn_silence_ms: _Optional[int] = ..., end_of_turn_silence_ms: _Optional[int] = ..., disable_eager_end_of_turn: _Optional[bool] = ..., eot_threshold: _Optional[float] = ..., eager_eot_threshold: _Optional[float] = ..., mode: _Optional[_Union[TurnDetectionMode, str]] = ..., max_silence_ms: _Optional[int] = ..., completion_threshold: _Optional[float] = ..., barge_in_on_any_speech: _Optional[bool] = ...) -> None: ...
 
 class SessionConfig(_message.Message):
     __slots__ = ("input_format", "output_format", "stt", "llm", "llm_model", "tts", "tts_voice", "campaign_id", "system_prompt", "greeting", "language", "turn_detection")

@@ -1,0 +1,134 @@
+"""What the words of a turn say about it: an unfinished phrase, or a mere acknowledgement.
+
+The completion model listens to how the voice ends; the words add what prosody alone misses. A
+text-to-speech or a flat-voiced caller can end "I'd like to order a pizza with" on a falling
+tone, yet no sentence ends on "with". And while the agent speaks, "uh-huh" or "okay" is the
+listener keeping the conversation going, not a request to stop (English only, like the rest of
+the offline stack's turn-taking; other languages fall back on the audio and the duration).
+"""
+
+from __future__ import annotations
+
+import re
+
+# A turn whose last word is one of these has more to come: conjunctions, prepositions,
+# articles, possessives, auxiliaries and fillers. Whisper often writes a trailing "." after a
+# cut-off phrase, so punctuation other than "?" or "!" does not count against them.
+UNFINISHED_LAST_WORDS = frozenset(
+    """
+    a an the and or but nor so because since although though while whereas unless until if
+    whether than that which who whom whose where when to of for from with without into onto
+    in on at by about as like between through over under after before during against toward
+    towards per via my your his her its our their this these those some any every each no
+    is are was were am be been being do does did have has had will would shall should can
+    could may might must also just very really um uh er erm ah uhm hmm mm
+    i'm i've i'd i'll you're we're they're it's there's what's let's
+    plus minus
+    """.split()
+)
+# Fillers that end an utterance which only hesitates ("um", "so um").
+FILLERS = frozenset("um uh er erm uhm ah hmm mm".split())
+
+# Things a listener says to keep the speaker going, and Whisper's usual renderings of noises
+# and of short unclear sounds. A turn made only of these while the agent talks is not answered.
+BACKCHANNEL_PHRASES = frozenset(
+    p.strip()
+    for p in """
+    uh-huh, uh huh, uhhuh, mm-hmm, mm hmm, mmhmm, mhm, mm, mmm, hmm, hm, um, uh, ah, oh, ooh,
+    aha, ah-ha, yeah, yea, yes, yep, yup, ya, okay, ok, o.k., k, okey, alright, all right,
+    right, sure, true, exactly, absolutely, definitely, indeed, of course, i see, got it,
+    gotcha, i got it, i understand, understood, makes sense, that makes sense, cool, nice,
+    great, good, fine, perfect, wow, really, interesting, i know, uh-uh, you, thank you,
+    thanks, oh okay, oh i see, yeah yeah, yes yes, okay okay, right right, sure sure,
+    yeah right, oh right, oh yeah, ah okay, ah i see, mm okay, okay cool, okay great,
+    sounds good, go on, go ahead, keep going
+    """.split(",")
+)
+# Words that ask the agent to stop or to listen, whatever follows them.
+INTERRUPTION_WORDS = frozenset(
+    """
+    wait stop hold hang sorry excuse pardon no nope nah but actually hey hello listen what why
+    shut quiet enough
+    """.split()
+)
+_WORD = re.compile(r"[a-z0-9][a-z0-9'.-]*")
+
+
+def _words(text: str) -> list[str]:
+    return [w.strip(".'-") for w in _WORD.findall(text.lower().replace("’", "'"))]
+
+
+# Questions that may end on a preposition ("Where are you from?", "Who should I talk to?").
+WH_WORDS = frozenset("what what's where where's who who's whom which whose how how's".split())
+PREPOSITIONS = frozenset(
+    "to of for from with without into onto in on at by about like through over under after".split()
+)
+
+
+def sounds_unfinished(text: str) -> bool:
+    """The transcript stops where no sentence can end ("a table for", "because um").
+
+    Whisper often ends a cut-off phrase with "." or even "?" ("Is it possible to?"): only a
+    wh-question may end on a preposition ("What are you looking at?").
+    """
+    stripped = text.strip()
+    if not stripped or stripped.endswith("!"):
+        return False
+    if stripped.endswith(("...", "…", ",", "-", "—", "–", ":", ";")):
+        return True
+    words = _words(stripped)
+    if not words or words[-1] not in UNFINISHED_LAST_WORDS:
+        return False
+    if stripped.endswith("?") and words[-1] in PREPOSITIONS:
+        return words[0] not in WH_WORDS
+    return not stripped.endswith("?")
+
+
+def is_question(text: str) -> bool:
+    return text.strip().endswith("?")
+
+
+def is_backchannel(text: str) -> bool:
+    """Only acknowledgements or noise: "uh-huh", "Okay.", "Yeah, yeah.", "Mm-hmm, I see."
+
+    Empty text counts: a cough or a breath transcribes to nothing.
+    """
+    lowered = text.lower().replace("’", "'")
+    parts = [p for p in re.split(r"[.,!?;:…]+", lowered) if p.strip()]
+    for part in parts:
+        phrase = " ".join(_words(part))
+        if phrase and phrase not in BACKCHANNEL_PHRASES:
+            return False
+    return True
+
+
+def is_interruption(text: str) -> bool:
+    """Words that stop the agent at once: "wait", "sorry", "no", "hold on", "what"."""
+    return any(word in INTERRUPTION_WORDS for word in _words(text))
+
+
+def could_become_backchannel(text: str) -> bool:
+    """An interim transcript that is no clear interruption yet (so wait for more words).
+
+    One word that is neither an acknowledgement nor an interruption word is most often a
+    short acknowledgement misheard (Whisper hears "uh-huh" as "How?" or "out").
+    """
+    if is_interruption(text):
+        return False
+    if is_backchannel(text):
+        return True
+    words = _words(text)
+    if len(words) <= 1:
+        return True
+    if len(words) > 3:
+        return False
+    phrase = " ".join(words)
+    return any(p.startswith(phrase) for p in BACKCHANNEL_PHRASES)
+
+
+def is_short_acknowledgement(text: str, speech_seconds: float) -> bool:
+    """A whole utterance heard over the agent that does not ask it to stop."""
+    if is_backchannel(text):
+        return True
+    words = _words(text)
+    return len(words) == 1 and speech_seconds < 0.7 and not is_interruption(text)

@@ -1,0 +1,88 @@
+"""What the words of a turn say: unfinished phrases and acknowledgements."""
+
+import pytest
+
+from server.turn_words import (
+    could_become_backchannel,
+    is_backchannel,
+    is_interruption,
+    is_short_acknowledgement,
+    sounds_unfinished,
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Uh-huh.",
+        "Mm-hmm.",
+        "Okay.",
+        "okay okay",
+        "Yeah, yeah.",
+        "Right.",
+        "I see.",
+        "Got it!",
+        "",
+        " ",
+    ],
+)
+def test_acknowledgements_and_noise_are_backchannels(text: str) -> None:
+    assert is_backchannel(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Wait, stop.",
+        "Sorry, actually I meant Tuesday.",
+        "Hold on.",
+        "No.",
+        "Yeah, but what about Friday?",
+        "Can you repeat that?",
+        "Okay, so how much is it?",
+    ],
+)
+def test_requests_and_objections_are_not(text: str) -> None:
+    assert not is_backchannel(text)
+    assert not could_become_backchannel(text)
+
+
+def test_a_first_word_that_may_grow_into_an_acknowledgement_waits() -> None:
+    assert could_become_backchannel("I")  # "I see"
+    assert could_become_backchannel("Uh")
+    assert could_become_backchannel("How?")  # "uh-huh", misheard
+    assert not could_become_backchannel("Stop")
+    assert not could_become_backchannel("Sorry")
+    assert not could_become_backchannel("Can you")
+    assert is_interruption("Hold on a second") and is_interruption("What?")
+
+
+def test_a_short_unclear_word_over_the_agent_is_an_acknowledgement() -> None:
+    assert is_short_acknowledgement("out.", 0.4)
+    assert is_short_acknowledgement("Uh-huh.", 1.2)
+    assert not is_short_acknowledgement("out.", 1.0)  # too long for a mishearing
+    assert not is_short_acknowledgement("Stop!", 0.3)
+    assert not is_short_acknowledgement("Tell me more", 0.6)
+
+
+@pytest.mark.parametrize(
+    ("text", "unfinished"),
+    [
+        ("I would like to book a table for", True),
+        ("My account number is", True),
+        ("I was calling because.", True),
+        ("Send it to my", True),
+        ("Let me think, um", True),
+        ("It's the blue one, and...", True),
+        ("I need a table for four.", False),
+        ("What are you looking at?", False),
+        ("Where are you from?", False),
+        ("Is it possible to?", True),
+        ("Can you book me a table for?", True),
+        ("Is it the?", False),
+        ("Thanks, that's all!", False),
+        ("", False),
+    ],
+)
+def test_unfinished_phrases(text: str, unfinished: bool) -> None:
+    assert sounds_unfinished(text) is unfinished
