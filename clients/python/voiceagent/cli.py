@@ -147,6 +147,9 @@ def print_readable(response: pb.ConverseResponse) -> None:
         print(f"error: {response.error.message}", file=sys.stderr)
 
 
+TURN_MODES = {"semantic": pb.TURN_DETECTION_SEMANTIC, "silence": pb.TURN_DETECTION_SILENCE}
+
+
 async def talk(args: argparse.Namespace) -> int:
     pcm, rate = read_wav(args.input)
     out_rate = args.output_rate or rate
@@ -161,6 +164,11 @@ async def talk(args: argparse.Namespace) -> int:
         campaign_id=args.campaign or "",
         greeting=args.greeting or "",
         system_prompt=args.system_prompt or "",
+        turn_detection=pb.TurnDetection(
+            mode=TURN_MODES[args.turn_detection],
+            max_silence_ms=args.max_silence_ms or 0,
+            barge_in_on_any_speech=args.barge_in_on_any_speech,
+        ),
     )
     state = TalkState(agent_busy=bool(args.greeting))
     frame = rate * FRAME_MS // 1000
@@ -280,6 +288,24 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--stt", help="STT backend name")
     t.add_argument("--tts", help="TTS backend name")
     t.add_argument("--greeting", help="have the agent speak first")
+    t.add_argument(
+        "--turn-detection",
+        choices=sorted(TURN_MODES),
+        default="semantic",
+        help="how the end of your turn is found: semantic (a turn-completion model, the "
+        "default) or silence (a fixed silence)",
+    )
+    t.add_argument(
+        "--max-silence-ms",
+        type=int,
+        help="semantic mode: the longest pause the agent waits out when you sound unfinished "
+        "(default 2000)",
+    )
+    t.add_argument(
+        "--barge-in-on-any-speech",
+        action="store_true",
+        help="any speech interrupts the agent, even 'uh-huh' or 'okay'",
+    )
     t.add_argument("--system-prompt")
     t.add_argument("--linger", type=float, default=1.5, help="quiet seconds that end the call")
     t.add_argument("--timeout", type=float, default=60.0, help="longest wait after the input ends")

@@ -13,6 +13,7 @@ import {
   EventType,
   type SessionConfig,
   SessionConfigSchema,
+  TurnDetectionMode,
 } from "./gen/voiceagent/v1/voice_agent_pb";
 import { Playback } from "./playback";
 
@@ -30,6 +31,8 @@ export interface CallChoices {
    * speakers (else the agent hears itself), but they alter the voice that speech recognition
    * hears; with headphones, raw audio is cleaner. */
   voiceProcessing: boolean;
+  /** End of turn from a turn-completion model (true, the server default) or from silence. */
+  semanticTurns: boolean;
 }
 
 export interface CallHandlers {
@@ -170,5 +173,10 @@ function sessionConfig(choices: CallChoices): SessionConfig {
     llmModel: choices.llmModel,
     ttsVoice: choices.ttsVoice,
     campaignId: choices.campaignId,
+    turnDetection: {
+      mode: choices.semanticTurns
+        ? TurnDetectionMode.TURN_DETECTION_SEMANTIC
+        : TurnDetectionMode.TURN_DETECTION_SILENCE,
+    },
   });
 }

@@ -40,6 +40,7 @@ const ui = {
   apply: byId<HTMLButtonElement>("apply"),
   received: byId<HTMLOutputElement>("received"),
   rawAudio: byId<HTMLInputElement>("raw-audio"),
+  silenceTurns: byId<HTMLInputElement>("silence-turns"),
   sayForm: byId<HTMLFormElement>("say-form"),
   say: byId<HTMLInputElement>("say"),
   saySend: byId<HTMLButtonElement>("say-send"),
@@ -344,6 +345,7 @@ function onResponse(response: ConverseResponse): void {
 function setInCall(inCall: boolean): void {
   ui.start.disabled = inCall;
   ui.rawAudio.disabled = inCall;
+  ui.silenceTurns.disabled = inCall;
   ui.hangup.disabled = !inCall;
   ui.apply.disabled = !inCall;
   ui.say.disabled = !inCall;
@@ -362,6 +364,7 @@ async function startCall(): Promise<void> {
         ttsVoice: ui.voice.value,
         campaignId: ui.campaign.value,
         voiceProcessing: !ui.rawAudio.checked,
+        semanticTurns: !ui.silenceTurns.checked,
       },
       token(),
       {
