@@ -132,3 +132,17 @@ def is_short_acknowledgement(text: str, speech_seconds: float) -> bool:
         return True
     words = _words(text)
     return len(words) == 1 and speech_seconds < 0.7 and not is_interruption(text)
+
+
+def same_words(a: str, b: str) -> bool:
+    """The same words, whatever the case and punctuation ("Paris?" and "paris.")."""
+    return _words(a) == _words(b)
+
+
+def looks_repetitive(text: str) -> bool:
+    """A decoding loop ("it's the music, it's the music"): a word trigram said twice, or a
+    bigram three times. Such an interim is never reused as the turn's transcript."""
+    words = _words(text)
+    trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+    bigrams = [tuple(words[i : i + 2]) for i in range(len(words) - 1)]
+    return len(set(trigrams)) < len(trigrams) or any(bigrams.count(b) >= 3 for b in set(bigrams))

@@ -5,10 +5,12 @@ State per stream:
   idle --(speech for min_speech_ms)--> START_OF_TURN
   in turn: UPDATE with an interim transcript every ~interim_ms of new audio (every ~128 ms at
            first while the caller talks over the agent: `watch_for_interruption`)
-           after 64 ms of silence a final (beam 5) decode starts, and in semantic mode the
+           after 64 ms of silence a final (beam search) decode starts, and in semantic mode the
            completion model scores the turn's audio (again at ~220 ms if it was unfinished)
            EAGER_END_OF_TURN once the decode is in and eager_silence_ms have passed (not when
-           the turn is judged complete before that: END_OF_TURN comes straight away)
+           the turn is judged complete before that: END_OF_TURN comes straight away); in
+           semantic mode already at 64 ms of silence from the last interim transcript when it
+           heard nearly all the speech (END_OF_TURN keeps it if the final has the same words)
            speech again after an eager event: TURN_RESUMED
            END_OF_TURN: silence mode, after end_of_turn_silence_ms of silence; semantic mode, as
            soon as the model and the words say the turn is complete, otherwise after
@@ -30,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from server.backends.stt.base import STTStream, TurnEventKind, TurnMode, TurnOptions, TurnUpdate
-from server.turn_words import is_question, sounds_unfinished
+from server.turn_words import is_question, looks_repetitive, same_words, sounds_unfinished
 from server.vad import WINDOW, VoiceActivityDetector
 
 SPEECH_THRESHOLD = 0.5
@@ -51,6 +53,9 @@ INTERIM_WINDOWS = 12  # an interim transcript every ~384 ms of speech
 WATCH_FIRST_WINDOWS = 6  # counted from the first voiced window (START comes at 3)
 WATCH_INTERIM_WINDOWS = 4
 MAX_TURN_SECONDS = 30
+# An interim transcript "covers" the turn when it heard all but this much of its speech (the
+# last ~250 ms: the end of the last word, which the final decode then confirms).
+COVER_WINDOWS = 8
 
 
 class Transcriber(Protocol):
@@ -127,6 +132,8 @@ class VadTurnStream(STTStream):
         self._eager_result: tuple[int, str] | None = None  # (epoch, transcript)
         self._eager_event: tuple[str, float, int, tuple[float, float]] = ("", 0.0, 0, (0.0, 0.0))
         self._eager_due = False  # the eager silence has passed; emit when the decode is in
+        self._interim_result: tuple[int, str, int] | None = None  # (turn, text, windows heard)
+        self._speculated: tuple[int, str] | None = None  # (epoch, interim text of an EAGER)
         self._completion: tuple[int, float] | None = None  # (epoch, latest probability)
         self._eager_task: asyncio.Task[None] | None = None
         self._interim_task: asyncio.Task[None] | None = None
@@ -229,6 +236,7 @@ class VadTurnStream(STTStream):
         self._silence_run += 1
         if self._silence_run == PREPARE_WINDOWS and (self._opt.eager_enabled or self._semantic):
             self._schedule_eager()
+            self._maybe_speculate_from_interim()
         if self._semantic and self._silence_run in (PREPARE_WINDOWS, *RECHECK_WINDOWS):
             self._schedule_check()
         if self._opt.eager_enabled and self._silence_run == self._eager_windows:
@@ -266,6 +274,8 @@ class VadTurnStream(STTStream):
         self._eager_result = None
         self._eager_due = False
         self._completion = None
+        self._interim_result = None
+        self._speculated = None
         self._epoch += 1
         self._last_voiced_at = received_at
         self._emit(TurnEventKind.START_OF_TURN, span=self._span())
@@ -277,6 +287,7 @@ class VadTurnStream(STTStream):
         epoch = self._epoch
         turn_index, speech_end = self._turn_index, self._last_voiced_at
         speech_seconds, speech_start = self._speech_seconds(), self._speech_start
+        speculated = self._speculated if self._speculated and self._speculated[0] == epoch else None
         eager_task = self._eager_task
         self._turn_index += 1
         self._turn_audio = []
@@ -294,6 +305,8 @@ class VadTurnStream(STTStream):
                 text = result[1]
             else:
                 text = await self._stt.transcribe(audio, True, self._opt.language)
+            if speculated is not None and same_words(speculated[1], text):
+                text = speculated[1]  # the speculative answer to it stands
             self._emit(
                 TurnEventKind.END_OF_TURN,
                 text,
@@ -357,10 +370,14 @@ class VadTurnStream(STTStream):
         audio, turn_index, span = self._audio(), self._turn_index, self._span()
         speech_seconds = self._speech_seconds()
 
+        covered = self._windows_seen
+
         async def interim() -> None:
             text = await self._stt.transcribe(audio, False, self._opt.language)
             if text and self._in_turn and not self._eager_sent and turn_index == self._turn_index:
                 self._emit(TurnEventKind.UPDATE, text, span=span, speech_seconds=speech_seconds)
+                self._interim_result = (turn_index, text, covered)
+                self._maybe_speculate_from_interim()
 
         self._interim_task = self._spawn(interim(), "interim-decode")
 
@@ -379,6 +396,29 @@ class VadTurnStream(STTStream):
                 self._maybe_end_complete()
 
         self._eager_task = self._spawn(eager(), "eager-decode")
+
+    def _maybe_speculate_from_interim(self) -> None:
+        """Semantic mode: EAGER_END_OF_TURN from the last interim as soon as the caller falls
+        silent, when that interim heard (nearly) all the speech and is no repetition loop.
+
+        The speculative answer then starts ~64 ms into the silence instead of after the final
+        decode (~150-250 ms more); END_OF_TURN keeps it when the final decode has the same
+        words, otherwise the session answers the final transcript afresh.
+        """
+        interim = self._interim_result
+        if not (self._semantic and self._opt.eager_enabled and self._in_turn) or self._watching:
+            return
+        if self._eager_sent or self._silence_run < PREPARE_WINDOWS or interim is None:
+            return
+        turn_index, text, covered = interim
+        if turn_index != self._turn_index or self._voiced_windows[1] - covered > COVER_WINDOWS:
+            return
+        if looks_repetitive(text):
+            return
+        self._eager_sent = True
+        self._speculated = (self._epoch, text)
+        span = self._span()
+        self._emit(TurnEventKind.EAGER_END_OF_TURN, text, self._last_voiced_at, turn_index, span)
 
     def _maybe_emit_eager(self) -> None:
         """EAGER_END_OF_TURN once both the decode and the eager silence are there."""

@@ -4,6 +4,8 @@ import pytest
 
 from server.turn_words import (
     could_become_backchannel,
+    looks_repetitive,
+    same_words,
     is_backchannel,
     is_interruption,
     is_short_acknowledgement,
@@ -86,3 +88,16 @@ def test_a_short_unclear_word_over_the_agent_is_an_acknowledgement() -> None:
 )
 def test_unfinished_phrases(text: str, unfinished: bool) -> None:
     assert sounds_unfinished(text) is unfinished
+
+
+def test_decoding_loops_are_recognised() -> None:
+    assert looks_repetitive("Clean council, my appointment on clean council. My appointment on")
+    assert looks_repetitive("it's the music, it's the music")
+    assert looks_repetitive("no no no no no")
+    assert not looks_repetitive("Please cancel my appointment on Friday morning.")
+    assert not looks_repetitive("I said no, no.")
+
+
+def test_same_words_ignores_case_and_punctuation() -> None:
+    assert same_words("Is it open on Mondays?", "is it open on mondays.")
+    assert not same_words("Is it open on Monday?", "Is it open on Mondays?")

@@ -183,3 +183,40 @@ def test_the_words_veto_an_ending_the_voice_suggests() -> None:
         assert not judge_complete(0.99, text, 0.5), text
     assert judge_complete(0.3, "What time do you open?", 0.5)  # a question needs less
     assert not judge_complete(0.2, "What time do you open?", 0.5)
+
+
+class SameWordsTranscriber(ScriptedTranscriber):
+    """Hears the same words in any speech, however much of it: interims equal the final."""
+
+    async def transcribe(self, pcm: np.ndarray, final: bool, language: str) -> str:
+        said = await super().transcribe(pcm, final, language)
+        return "Is the museum open on Mondays?" if said else ""
+
+
+async def test_the_last_interim_starts_the_answer_when_it_heard_the_whole_turn() -> None:
+    # 0.9 s of tone (28 windows): the interim at speech window 27 heard nearly all of it
+    audio = np.concatenate([silence(0.3), tone(0.9), silence(1.0)])
+    stream = VadTurnStream(SameWordsTranscriber(), VAD, SEMANTIC, ScriptedCompletion())
+    events: list[TurnUpdate] = []
+
+    async def collect() -> None:
+        async for event in stream.events():
+            events.append(event)
+
+    collector = asyncio.create_task(collect())
+    for start in range(0, len(audio), 320):
+        await stream.push(audio[start : start + 320], received_at=0.0)
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.3)
+    await stream.aclose()
+    await collector
+    assert kinds(events) == [K.START_OF_TURN, K.EAGER_END_OF_TURN, K.END_OF_TURN]
+    eager, end = events[-2], events[-1]
+    assert eager.transcript == end.transcript
+    assert eager.at < end.at
+
+
+async def test_an_interim_that_missed_the_end_of_the_speech_is_not_used() -> None:
+    # 1.2 s of tone (38 windows): the last interim, at speech window 27, missed 11 of them
+    events = await run(np.concatenate([silence(0.3), tone(1.2), silence(1.0)]), SEMANTIC)
+    assert kinds(events) == [K.START_OF_TURN, K.END_OF_TURN]
