@@ -4,11 +4,11 @@ import pytest
 
 from server.turn_words import (
     could_become_backchannel,
-    looks_repetitive,
-    same_words,
     is_backchannel,
     is_interruption,
     is_short_acknowledgement,
+    looks_repetitive,
+    same_words,
     sounds_unfinished,
 )
 
