@@ -26,7 +26,7 @@ from server.backends.tts.base import TTS, Encoding, TTSTurn
 from server.metrics import BACKCHANNELS, observe_turn
 from server.options import OptionError, llm_backend_for, tts_backend_for
 from server.sentences import SentenceSplitter, speakable
-from server.turn_words import could_become_backchannel, is_short_acknowledgement
+from server.turn_words import interrupts, is_short_acknowledgement
 
 log = logging.getLogger(__name__)
 
@@ -616,12 +616,12 @@ class Session:
                 # latest); meanwhile the agent goes on.
                 self._heard_over_agent = event
                 assert self._stt_stream is not None
-                self._stt_stream.watch_for_interruption(True)
+                self._stt_stream.watch_for_interruption()
             else:
                 await self._barge_in(event.speech_start or event.at)
         elif kind == TurnEventKind.UPDATE:
             if self._heard_over_agent is not None and (
-                not could_become_backchannel(event.transcript)
+                interrupts(event.transcript, event.speech_seconds)
                 or event.speech_seconds >= MAX_BACKCHANNEL_SECONDS
             ):
                 await self._interrupted()
@@ -673,6 +673,7 @@ class Session:
             ):
                 self.history.append(ChatMessage("user", text))
                 self._current = speculative
+                speculative.stt_final_at = event.at  # the final transcript, not the guess
                 speculative.commit()
             else:
                 if speculative is not None:
@@ -689,7 +690,7 @@ class Session:
         """The speech over the agent is a real interruption: stop the agent now."""
         start, self._heard_over_agent = self._heard_over_agent, None
         if self._stt_stream is not None:
-            self._stt_stream.watch_for_interruption(False)  # decided: interims at their pace
+            self._stt_stream.interruption_confirmed()
         if start is not None:
             await self._barge_in(start.speech_start or start.at)
 

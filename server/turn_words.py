@@ -48,9 +48,12 @@ BACKCHANNEL_PHRASES = frozenset(
 INTERRUPTION_WORDS = frozenset(
     """
     wait stop hold hang sorry excuse pardon no nope nah but actually hey hello listen what why
-    shut quiet enough
+    shut quiet enough moment second minute sec repeat again slow slower louder pause back
     """.split()
 )
+# Speech over the agent shorter than this, of one or two words, is an acknowledgement unless it
+# holds an interruption word (Piper's "mm-hmm" lasts ~0.6 s; "one moment" has a word for it).
+SHORT_UTTERANCE_SECONDS = 0.8
 _WORD = re.compile(r"[a-z0-9][a-z0-9'.-]*")
 
 
@@ -96,9 +99,11 @@ def is_backchannel(text: str) -> bool:
     lowered = text.lower().replace("’", "'")
     parts = [p for p in re.split(r"[.,!?;:…]+", lowered) if p.strip()]
     for part in parts:
-        phrase = " ".join(_words(part))
+        words = _words(part)
+        phrase = " ".join(words)
         if phrase and phrase not in BACKCHANNEL_PHRASES:
-            return False
+            if not all(word in BACKCHANNEL_PHRASES for word in words):  # "oh okay sure"
+                return False
     return True
 
 
@@ -107,31 +112,37 @@ def is_interruption(text: str) -> bool:
     return any(word in INTERRUPTION_WORDS for word in _words(text))
 
 
-def could_become_backchannel(text: str) -> bool:
-    """An interim transcript that is no clear interruption yet (so wait for more words).
+def interrupts(text: str, speech_seconds: float) -> bool:
+    """An interim transcript of speech over the agent that already asks it to stop: an
+    interruption word, or three words or more that are not an acknowledgement.
 
-    One word that is neither an acknowledgement nor an interruption word is most often a
-    short acknowledgement misheard (Whisper hears "uh-huh" as "How?" or "out").
+    Fewer unclear words wait for more: Whisper hears a short "uh-huh" or "mm-hmm" as "How?" or
+    "Enema Enema" (the utterance's end then decides, see `is_short_acknowledgement`).
     """
     if is_interruption(text):
-        return False
-    if is_backchannel(text):
         return True
-    words = _words(text)
-    if len(words) <= 1:
-        return True
-    if len(words) > 3:
-        return False
-    phrase = " ".join(words)
-    return any(p.startswith(phrase) for p in BACKCHANNEL_PHRASES)
+    return not is_backchannel(text) and len(_words(text)) >= 3
 
 
 def is_short_acknowledgement(text: str, speech_seconds: float) -> bool:
-    """A whole utterance heard over the agent that does not ask it to stop."""
+    """A whole utterance heard over the agent that does not ask it to stop: acknowledgements,
+    noise, or one or two unclear words under SHORT_UTTERANCE_SECONDS of speech."""
     if is_backchannel(text):
         return True
     words = _words(text)
-    return len(words) == 1 and speech_seconds < 0.7 and not is_interruption(text)
+    return (
+        len(words) <= 2 and speech_seconds < SHORT_UTTERANCE_SECONDS and not is_interruption(text)
+    )
+
+
+def ends_sentence(text: str) -> bool:
+    """The transcript ends like a finished sentence: end punctuation, no phrase left open."""
+    stripped = text.strip()
+    return (
+        stripped.endswith((".", "?", "!"))
+        and not stripped.endswith("...")
+        and not (sounds_unfinished(stripped))
+    )
 
 
 def same_words(a: str, b: str) -> bool:

@@ -32,7 +32,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from server.backends.stt.base import STTStream, TurnEventKind, TurnMode, TurnOptions, TurnUpdate
-from server.turn_words import is_question, looks_repetitive, same_words, sounds_unfinished
+from server.turn_words import (
+    ends_sentence,
+    is_question,
+    looks_repetitive,
+    same_words,
+    sounds_unfinished,
+)
 from server.vad import WINDOW, VoiceActivityDetector
 
 SPEECH_THRESHOLD = 0.5
@@ -56,6 +62,12 @@ MAX_TURN_SECONDS = 30
 # An interim transcript "covers" the turn when it heard all but this much of its speech (the
 # last ~250 ms: the end of the last word, which the final decode then confirms).
 COVER_WINDOWS = 8
+# A turn whose words end a sentence ends after this much silence (~1 s) even when the model
+# heard it as unfinished (it does for some finished sentences).
+WORDS_COMPLETE_SILENCE_WINDOWS = 31
+# A turn that interrupted the agent ends on completion only after ~0.5 s of silence: "Sorry."
+# or "Wait." is most often followed by what the caller wants to say.
+INTERRUPTION_MIN_SILENCE_WINDOWS = 16
 
 
 class Transcriber(Protocol):
@@ -128,6 +140,7 @@ class VadTurnStream(STTStream):
         self._speech_start = 0.0
         self._last_voiced_at = 0.0
         self._watching = False  # the caller talks over the agent: early, frequent interims
+        self._interrupting = False  # ...and did interrupt it
         self._eager_sent = False
         self._eager_result: tuple[int, str] | None = None  # (epoch, transcript)
         self._eager_event: tuple[str, float, int, tuple[float, float]] = ("", 0.0, 0, (0.0, 0.0))
@@ -151,8 +164,12 @@ class VadTurnStream(STTStream):
                 raise event
             yield event
 
-    def watch_for_interruption(self, on: bool) -> None:
-        self._watching = on and self._in_turn
+    def watch_for_interruption(self) -> None:
+        self._watching = self._in_turn
+
+    def interruption_confirmed(self) -> None:
+        self._watching = False
+        self._interrupting = self._in_turn
 
     async def aclose(self) -> None:
         tasks = [self._worker, self._eager_task, self._interim_task, self._final_task]
@@ -260,6 +277,7 @@ class VadTurnStream(STTStream):
             await self._final_task  # the previous END_OF_TURN goes out before this START
         self._in_turn = True
         self._watching = False
+        self._interrupting = False
         self._turn_audio = list(self._preroll)
         self._turn_first_window = self._windows_seen - len(self._turn_audio)
         self._voiced_windows = (self._windows_seen - self._speech_run + 1, self._windows_seen)
@@ -336,16 +354,34 @@ class VadTurnStream(STTStream):
         self._checks.add(self._spawn(check(), "turn-completion"))
 
     def _maybe_end_complete(self) -> None:
-        """END_OF_TURN now if the decode and the model are in and both say "finished"."""
+        """END_OF_TURN now if the decode and the model are in and say "finished".
+
+        Two ways to finish: the model hears an ending and the words do not stop mid-phrase
+        (after min_silence_ms), or, whatever the model heard, the words end a sentence and
+        the caller has been silent for WORDS_COMPLETE_SILENCE_MS (the model misses some
+        finished turns: a caller should not wait max_silence_ms for them).
+        """
         result, completion = self._eager_result, self._completion
-        if not self._in_turn or self._silence_run < self._min_windows:
+        least = self._min_windows
+        if self._interrupting:
+            least = max(least, INTERRUPTION_MIN_SILENCE_WINDOWS)
+        if not self._in_turn or self._silence_run < least:
             return
         if result is None or completion is None:
             return
         if result[0] != self._epoch or completion[0] != self._epoch:
             return
-        text = result[1]
-        if text and not judge_complete(completion[1], text, self._opt.completion_threshold):
+        text, probability = result[1], completion[1]
+        threshold = self._opt.completion_threshold
+        if self._watching:
+            # Over the agent, a few words are most often an acknowledgement: no word veto (an
+            # "uh..." is not held for max_silence_ms while the agent goes on).
+            finished = probability >= threshold
+        else:
+            finished = judge_complete(probability, text, threshold)
+            if not finished and self._silence_run >= WORDS_COMPLETE_SILENCE_WINDOWS:
+                finished = ends_sentence(text)
+        if text and not finished:
             return
         self._end_turn()  # no EAGER_END_OF_TURN first: the answer can start for real now
 

@@ -1,7 +1,7 @@
 """Scripted in-process backends behind our base classes, for unit tests of the pipeline.
 
 Speech is simulated by loud tones: an energy VAD marks them as speech, and the transcriber
-names each turn by its count of loud windows ("said 31"), so a test controls words and timing
+names each turn by its count of loud windows ("said 31 windows"), so a test controls words and timing
 with plain audio and still runs through the real turn detector, session and servicer. The pitch
 carries the rest: a turn whose last loud window is a low tone (LOW_HZ) sounds unfinished to the
 scripted completion model, and a turn of high tones only (ACK_HZ) is transcribed "Uh-huh."
@@ -64,7 +64,7 @@ class EnergyVAD(VoiceActivityDetector):
 
 
 class ScriptedTranscriber:
-    """A turn's transcript is "said N": N is its count of loud 32 ms windows ("Uh-huh." for a
+    """A turn's transcript is "said N windows": N is its count of loud 32 ms windows ("Uh-huh." for a
     turn of ACK_HZ tones only)."""
 
     def __init__(self, delay: float = 0.01) -> None:
@@ -77,7 +77,7 @@ class ScriptedTranscriber:
         self.calls.append((len(pcm), final))
         if loud and all(abs(pitch(w) - ACK_HZ) < 200 for w in loud):
             return "Uh-huh."
-        return f"said {len(loud)}" if loud else ""
+        return f"said {len(loud)} windows" if loud else ""
 
 
 class ScriptedCompletion:

@@ -3,7 +3,8 @@
 import pytest
 
 from server.turn_words import (
-    could_become_backchannel,
+    ends_sentence,
+    interrupts,
     is_backchannel,
     is_interruption,
     is_short_acknowledgement,
@@ -46,25 +47,34 @@ def test_acknowledgements_and_noise_are_backchannels(text: str) -> None:
 )
 def test_requests_and_objections_are_not(text: str) -> None:
     assert not is_backchannel(text)
-    assert not could_become_backchannel(text)
+    assert interrupts(text, 0.5)
 
 
-def test_a_first_word_that_may_grow_into_an_acknowledgement_waits() -> None:
-    assert could_become_backchannel("I")  # "I see"
-    assert could_become_backchannel("Uh")
-    assert could_become_backchannel("How?")  # "uh-huh", misheard
-    assert not could_become_backchannel("Stop")
-    assert not could_become_backchannel("Sorry")
-    assert not could_become_backchannel("Can you")
+def test_unclear_words_wait_for_more_while_clear_ones_interrupt_at_once() -> None:
+    assert not interrupts("I", 0.2)  # "I see"
+    assert not interrupts("How?", 0.3)  # "uh-huh", misheard
+    assert not interrupts("Enema Enema", 0.6)  # "mm-hmm", misheard
+    assert interrupts("Stop", 0.2) and interrupts("Sorry", 0.3) and interrupts("One moment", 0.4)
+    assert interrupts("Can you tell", 0.5)
+    assert not interrupts("Oh okay sure", 0.7)
     assert is_interruption("Hold on a second") and is_interruption("What?")
 
 
-def test_a_short_unclear_word_over_the_agent_is_an_acknowledgement() -> None:
+def test_a_short_unclear_utterance_over_the_agent_is_an_acknowledgement() -> None:
     assert is_short_acknowledgement("out.", 0.4)
+    assert is_short_acknowledgement("Enema Enema.", 0.6)
     assert is_short_acknowledgement("Uh-huh.", 1.2)
     assert not is_short_acknowledgement("out.", 1.0)  # too long for a mishearing
     assert not is_short_acknowledgement("Stop!", 0.3)
     assert not is_short_acknowledgement("Tell me more", 0.6)
+
+
+def test_sentence_ends() -> None:
+    assert ends_sentence("I need to cancel my order.")
+    assert ends_sentence("Where are you from?")
+    assert not ends_sentence("I need to cancel my")
+    assert not ends_sentence("I was wondering if you could.")
+    assert not ends_sentence("So...")
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,7 @@ async def run(
         await stream.push(audio[start : start + 320], received_at=clock[0])
         clock[0] += 0.02
         if watch_at is not None and abs(clock[0] - watch_at) < 0.01:
-            stream.watch_for_interruption(True)
+            stream.watch_for_interruption()
         await asyncio.sleep(0.005)
     await asyncio.sleep(settle)
     await stream.aclose()

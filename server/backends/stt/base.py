@@ -81,14 +81,17 @@ class STTStream(ABC):
     async def aclose(self) -> None:
         """Stop and release everything the stream started."""
 
-    def watch_for_interruption(self, on: bool) -> None:  # noqa: B027 - optional, no-op by default
-        """The caller started talking over the agent: transcribe the first words at once (on),
-        until the session has decided (off).
+    def watch_for_interruption(self) -> None:  # noqa: B027 - optional hint, no-op by default
+        """The caller started talking over the agent: transcribe the first words at once.
 
         The session tells an interruption ("wait, stop") from an acknowledgement ("uh-huh") by
         the words, so the sooner they come (as UPDATE events) the sooner the agent stops.
         Backends whose updates come at their own pace (Flux) ignore it.
         """
+
+    def interruption_confirmed(self) -> None:  # noqa: B027 - optional hint, no-op by default
+        """The speech over the agent did interrupt it: interims back at their pace, and the turn
+        waits a little longer before it ends ("Sorry." is most often followed by more)."""
 
 
 class STT(Backend, ABC):
