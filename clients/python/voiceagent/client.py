@@ -135,4 +135,42 @@ class Conversation:
 
     def __aiter__(self) -> AsyncIterator[pb.ConverseResponse]:
         assert self._call is not None, "use `async with client.converse(...)`"
-        return self._call.__aiter__()  # type: ignore[no-any-return]
+        return self._responses(self._call)
+
+    async def _responses(
+        self, call: grpc.aio.StreamStreamCall
+    ) -> AsyncIterator[pb.ConverseResponse]:
+        try:
+            async for response in call:
+                yield response
+        except grpc.aio.AioRpcError as err:
+            raise await _server_status(call, err) from None
+
+
+# What grpc.aio reports when a request is written to a stream the server has just ended
+# (grpc/grpc#36066): the write's failure takes the place of the call's status, which arrives
+# a moment later and then replaces it on the call.
+_WRITE_RACE = (grpc.StatusCode.INTERNAL, "Internal error from Core")
+STATUS_WAIT_SECONDS = 1.0
+
+
+async def _server_status(
+    call: grpc.aio.StreamStreamCall, err: grpc.aio.AioRpcError
+) -> grpc.aio.AioRpcError:
+    """The server's own status for a call that failed with `err`: an early refusal (unknown
+    voice, bad rate, missing token) is reported as the server said, not as the write race."""
+    if (err.code(), err.details()) != _WRITE_RACE:
+        return err
+    deadline = asyncio.get_running_loop().time() + STATUS_WAIT_SECONDS
+    while asyncio.get_running_loop().time() < deadline:
+        code, details = await call.code(), await call.details()
+        if (code, details) != _WRITE_RACE:
+            return grpc.aio.AioRpcError(
+                code,
+                await call.initial_metadata() or grpc.aio.Metadata(),
+                await call.trailing_metadata() or grpc.aio.Metadata(),
+                details,
+                err.debug_error_string(),
+            )
+        await asyncio.sleep(0.01)
+    return err
