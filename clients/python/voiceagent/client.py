@@ -80,7 +80,11 @@ class VoiceAgentClient:
 
 
 class Conversation:
-    """One Converse stream: send requests with the methods, iterate to receive responses."""
+    """One Converse stream: send requests with the methods, iterate to receive responses.
+
+    Requests after the config wait in order until the first response (SessionStarted) has been
+    iterated: iterate the conversation while sending, as `voice-agent talk` does.
+    """
 
     def __init__(
         self,
@@ -93,6 +97,8 @@ class Conversation:
         self._metadata = metadata
         self._outbox: asyncio.Queue[pb.ConverseRequest | None] = asyncio.Queue()
         self._call: grpc.aio.StreamStreamCall | None = None
+        # Set by the first response (SessionStarted) or the end of the call.
+        self._accepted = asyncio.Event()
 
     async def __aenter__(self) -> Conversation:
         await self._outbox.put(pb.ConverseRequest(config=self._config))
@@ -109,7 +115,18 @@ class Conversation:
             self._call.cancel()
 
     async def _requests(self) -> AsyncIterator[pb.ConverseRequest]:
+        """The config at once; the rest once the server has accepted the stream. A server that
+        refuses the config (unknown voice, bad rate, missing token) ends the call before that,
+        and a request written meanwhile would make grpc.aio report INTERNAL "Internal error
+        from Core" in place of the server's status (grpc/grpc#36066)."""
+        config = await self._outbox.get()
+        if config is None:
+            return
+        yield config
+        await self._accepted.wait()
         while (request := await self._outbox.get()) is not None:
+            if self._call is not None and self._call.done():
+                return
             yield request
 
     async def send_audio(self, audio: bytes) -> None:
@@ -142,35 +159,7 @@ class Conversation:
     ) -> AsyncIterator[pb.ConverseResponse]:
         try:
             async for response in call:
+                self._accepted.set()
                 yield response
-        except grpc.aio.AioRpcError as err:
-            raise await _server_status(call, err) from None
-
-
-# What grpc.aio reports when a request is written to a stream the server has just ended
-# (grpc/grpc#36066): the write's failure takes the place of the call's status, which arrives
-# a moment later and then replaces it on the call.
-_WRITE_RACE = (grpc.StatusCode.INTERNAL, "Internal error from Core")
-STATUS_WAIT_SECONDS = 1.0
-
-
-async def _server_status(
-    call: grpc.aio.StreamStreamCall, err: grpc.aio.AioRpcError
-) -> grpc.aio.AioRpcError:
-    """The server's own status for a call that failed with `err`: an early refusal (unknown
-    voice, bad rate, missing token) is reported as the server said, not as the write race."""
-    if (err.code(), err.details()) != _WRITE_RACE:
-        return err
-    deadline = asyncio.get_running_loop().time() + STATUS_WAIT_SECONDS
-    while asyncio.get_running_loop().time() < deadline:
-        code, details = await call.code(), await call.details()
-        if (code, details) != _WRITE_RACE:
-            return grpc.aio.AioRpcError(
-                code,
-                await call.initial_metadata() or grpc.aio.Metadata(),
-                await call.trailing_metadata() or grpc.aio.Metadata(),
-                details,
-                err.debug_error_string(),
-            )
-        await asyncio.sleep(0.01)
-    return err
+        finally:
+            self._accepted.set()  # the call is over: the writer finds it done and stops
