@@ -37,6 +37,7 @@ from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+from hypercorn.protocol import ws_stream
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -46,6 +47,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from voiceagent.v1 import voice_agent_pb2 as pb
+from wsproto.extensions import PerMessageDeflate
 
 from server.auth import authorized, denial
 from server.limits import MAX_COMPRESSION_RATIO, MIN_INFLATE_BYTES
@@ -286,6 +288,33 @@ _codecs.update(
         for name, codec in _codecs.items()
     }
 )
+
+
+class _DeclinedDeflate(PerMessageDeflate):
+    """permessage-deflate, declined whatever the browser offers. wsproto inflates a compressed
+    frame in full before hypercorn sees its size, so a small frame of zeros inflated to
+    hundreds of MB (and stalled the loop for a second); the frames are mostly audio, which
+    deflate hardly shrinks anyway."""
+
+    def accept(self, offer: str) -> bool | str | None:
+        return None
+
+
+class _BoundedMessageBuffer(ws_stream.WebsocketBuffer):
+    """hypercorn's buffer of an incoming message, which past websocket_max_message_size raises
+    only after appending: a client that goes on sending after the 1009 close (or after any
+    close, authenticated or not) grew it without end. This one appends nothing past the limit."""
+
+    def extend(self, event: Any) -> None:
+        if self.length + len(event.data) > self.max_length:
+            self.length = self.max_length + 1
+            raise ws_stream.FrameTooLargeError()
+        super().extend(event)
+
+
+# hypercorn uses these for every WebSocket and has no setting for either.
+ws_stream.PerMessageDeflate = _DeclinedDeflate  # type: ignore[attr-defined]
+ws_stream.WebsocketBuffer = _BoundedMessageBuffer  # type: ignore[misc]
 
 
 def _too_large(max_bytes: int) -> ConnectError:
