@@ -30,7 +30,7 @@ def _llm(options: dict[str, Any]) -> LLM:
         from server.backends.llm.llama_cpp import LlamaCppLLM
 
         return LlamaCppLLM(context=int(options.get("context", 4096)))
-    return BenchLLM(token_delay=float(options.get("token_delay", 0.02)), reply=LONG_REPLY)
+    return BenchLLM(token_delay=float(options.get("token_delay", 0.005)), reply=LONG_REPLY)
 
 
 async def main(options: dict[str, Any]) -> None:
