@@ -35,6 +35,7 @@ def _llm(options: dict[str, Any]) -> LLM:
 
 async def main(options: dict[str, Any]) -> None:
     llm = _llm(options)
+    await llm.load()  # Backends takes given instances as loaded
     backends = Backends(
         stt={BenchSTT.name: BenchSTT()},
         llm={llm.name: llm},
