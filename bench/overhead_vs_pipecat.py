@@ -466,7 +466,7 @@ async def ours_in_process(sessions: int, turns: int) -> list[float]:
                     yield request
 
             inbox.put_nowait(pb.ConverseRequest(config=session_config()))
-            stream = server.service.Converse(requests(), LocalContext())  # type: ignore[arg-type]
+            stream = server.service.converse(requests(), LocalContext())  # type: ignore[arg-type]
             responses = aiter(stream)
             await anext(responses)  # SessionStarted
             for _ in range(turns):

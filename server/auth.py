@@ -7,6 +7,8 @@ health service reveals nothing but readiness.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import grpc
 
 OPEN_METHODS_PREFIX = "/grpc.health.v1.Health/"
+FIRST_MESSAGE_WAIT_SECONDS = 1.0
 
 
 def authorized(given: str | bytes, token: str) -> bool:
@@ -53,6 +56,15 @@ def _denied(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandl
     async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
+    async def deny_stream(requests: Any, context: grpc.aio.ServicerContext) -> None:
+        # Take the first message off the wire (grpc has it already; raw bytes, not parsed)
+        # before refusing: a client still writing it would otherwise see its write fail in
+        # place of this status (grpc.aio reports INTERNAL "Internal error from Core").
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(FIRST_MESSAGE_WAIT_SECONDS):
+                await context.read()
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
     codecs = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
@@ -61,6 +73,7 @@ def _denied(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandl
         return grpc.unary_unary_rpc_method_handler(deny, **codecs)
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(deny, **codecs)
+    raw = {"request_deserializer": None, "response_serializer": handler.response_serializer}
     if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(deny, **codecs)
-    return grpc.stream_stream_rpc_method_handler(deny, **codecs)
+        return grpc.stream_unary_rpc_method_handler(deny_stream, **raw)
+    return grpc.stream_stream_rpc_method_handler(deny_stream, **raw)

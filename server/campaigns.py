@@ -26,20 +26,25 @@ from server.campaign_store import (
     CampaignStore,
     InvalidPageToken,
 )
-from server.options import MAX_SYSTEM_PROMPT, OptionError, llm_backend_for, tts_backend_for
+from server.limits import MAX_GREETING, MAX_LANGUAGE, MAX_NAME, MAX_SYSTEM_PROMPT
+from server.options import OptionError, llm_backend_for, tts_backend_for
 
 T = TypeVar("T")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 _LIMITS = {
-    "name": 200,
+    "name": MAX_NAME,
     "persona": MAX_SYSTEM_PROMPT,
-    "greeting": 2000,
-    "llm_model": 200,
-    "tts_voice": 200,
-    "language": 35,
+    "greeting": MAX_GREETING,
+    "llm_model": MAX_NAME,
+    "tts_voice": MAX_NAME,
+    "language": MAX_LANGUAGE,
 }
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+# The largest version every store can hold (PostgreSQL's INTEGER column): a larger etag was
+# never returned, and must not reach the database as an out-of-range parameter.
+MAX_VERSION = 2**31 - 1
+_ETAG = re.compile(r"[0-9]{1,10}")
 
 
 def to_proto(record: CampaignRecord) -> cpb.Campaign:
@@ -120,13 +125,15 @@ class CampaignsService(cpb_grpc.CampaignsServicer):
         await self._validate(fields, context, creating=False)
         expected = None
         if campaign.etag:
-            if not campaign.etag.isdigit():
+            expected = _version(campaign.etag)
+            if expected is None:
+                shown = campaign.etag if len(campaign.etag) <= 40 else campaign.etag[:40] + "..."
                 await _abort(
                     context,
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"campaign.etag {campaign.etag!r} is not an etag this server returned",
+                    f"campaign.etag {shown!r} is not an etag this server returned (etags are "
+                    f"decimal numbers up to {MAX_VERSION}): get the campaign again",
                 )
-            expected = int(campaign.etag)
         try:
             record = await _stored(context, self._store.update, campaign.id, fields, expected)
         except CampaignNotFound:
@@ -175,6 +182,15 @@ class CampaignsService(cpb_grpc.CampaignsServicer):
                 tts_backend_for(self._backends, fields["tts_voice"], "campaign.tts_voice")
         except OptionError as err:
             await _abort(context, grpc.StatusCode.NOT_FOUND, str(err))
+
+
+def _version(etag: str) -> int | None:
+    """The version an etag names, or None if it is not one this server could have returned
+    (not ASCII digits: "²" is a digit to str.isdigit but not to int)."""
+    if not _ETAG.fullmatch(etag):
+        return None
+    version = int(etag)
+    return version if version <= MAX_VERSION else None
 
 
 async def _abort(

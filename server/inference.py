@@ -12,19 +12,26 @@ T = TypeVar("T")
 
 
 async def iterate_in_thread(
-    executor: Executor, produce: Callable[[], Iterable[T]]
+    executor: Executor,
+    produce: Callable[[], Iterable[T]],
+    cancelled: threading.Event | None = None,
 ) -> AsyncIterator[T]:
     """Yield the items of a blocking iterable as the worker thread produces them.
 
     Closing the async iterator (a barge-in cancels the consumer) stops the thread at its next
-    item; we never wait for it, so cancellation costs the loop nothing.
+    item, or before it starts if it is still queued behind other work; we never wait for it, so
+    cancellation costs the loop nothing. `cancelled`, when given, is the event set then, for a
+    producer that can also stop between steps of its own (a long prompt's evaluation).
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[T] | BaseException | None] = asyncio.Queue()
-    cancelled = threading.Event()
+    cancelled = cancelled or threading.Event()
 
     def run() -> None:
         try:
+            if cancelled.is_set():  # given up while queued for the worker
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+                return
             for item in produce():
                 if cancelled.is_set():
                     break

@@ -23,6 +23,7 @@ from server.backends.registry import Backends
 from server.backends.tts.base import TTS
 from server.campaign_store import open_campaign_store
 from server.campaigns import CampaignsService
+from server.limits import MAX_MESSAGE_BYTES
 from server.options import Defaults, ServerDefaults
 from server.service import VoiceAgentService
 from server.session import SessionFailure
@@ -31,7 +32,6 @@ from server.web import WEB_DIR, WebGateway
 
 log = logging.getLogger("voice_agent")
 
-MAX_MESSAGE_BYTES = 4 << 20
 _OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -104,7 +104,7 @@ class VoiceAgentServer:
             host=settings.host,
             port=settings.http_port,
             token=settings.token,
-            converse=self.service.Converse,
+            converse=self.service.converse,
             rpc_services=[
                 (self.service, voice_agent_pb2.DESCRIPTOR.services_by_name["VoiceAgent"]),
                 (campaigns_service, campaigns_pb2.DESCRIPTOR.services_by_name["Campaigns"]),
@@ -112,6 +112,7 @@ class VoiceAgentServer:
             serving=lambda: self.serving,
             max_message_bytes=MAX_MESSAGE_BYTES,
             web_dir=Path(settings.web_dir) if settings.web_dir else WEB_DIR,
+            send_timeout=settings.send_timeout_seconds,
         )
         self.http_port = self.web.port
         self._loader: asyncio.Task[None] | None = None

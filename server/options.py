@@ -16,8 +16,8 @@ from voiceagent.v1 import voice_agent_pb2 as pb
 from server.backends.llm.base import LLM
 from server.backends.registry import BackendError, Backends
 from server.backends.tts.base import TTS
+from server.limits import MAX_SYSTEM_PROMPT
 
-MAX_SYSTEM_PROMPT = 8000
 CONFIG_FIELDS = ("stt", "llm_model", "tts_voice", "system_prompt")
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
 from voiceagent.v1 import voice_agent_pb2 as pb
@@ -17,6 +18,7 @@ from server.audio import AudioFormatError, Format, OutboundAudio, validate_forma
 from server.backends.registry import BackendError, Backends
 from server.backends.stt.base import TurnMode, TurnOptions
 from server.campaign_store import CampaignNotFound, CampaignRecord, CampaignStore
+from server.limits import SESSION_CONFIG_LIMITS, overlong
 from server.load import LoopLagMonitor
 from server.metrics import SESSIONS_ACTIVE, SESSIONS_TOTAL
 from server.options import (
@@ -28,7 +30,7 @@ from server.options import (
     tts_backend_for,
 )
 from server.sentences import SentenceSplitter, speakable
-from server.session import Session, SessionFailure, SessionSetup
+from server.session import Session, SessionFailure, SessionSetup, stalled_client
 from server.settings import Settings
 
 session_log = logging.getLogger("voice_agent.sessions")
@@ -40,6 +42,8 @@ COMPLETION_THRESHOLD_RANGE = (0.05, 0.95)
 FLUX_THRESHOLD_RANGES = {"eot_threshold": (0.5, 1.0), "eager_eot_threshold": (0.3, 0.9)}
 PREVIEW_TEXT_LIMIT = 1000
 STREAM_PREVIEW_TEXT_LIMIT = 10000
+# How long the status of a session ended for not reading may wait behind unread responses.
+STATUS_GRACE_SECONDS = 2.0
 DEFAULT_PREVIEW_TEXT = "Hello! This is how I sound. How can I help you today?"
 
 
@@ -77,7 +81,41 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
         self,
         request_iterator: AsyncIterator[pb.ConverseRequest],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[pb.ConverseResponse]:
+    ) -> None:
+        """The gRPC handler. It writes the responses itself, not grpc from a generator, so that a
+        write to a client that has stopped reading can be timed out here (SEND_TIMEOUT_SECONDS:
+        the session has paused its audio meanwhile, see Session.send), and so that a write the
+        client's going away failed ends the call quietly instead of in grpc's traceback."""
+        limit = self._settings.send_timeout_seconds
+        responses = self.converse(request_iterator, context)
+        try:
+            async for response in responses:
+                try:
+                    async with asyncio.timeout(limit or None):
+                        await context.write(response)
+                except TimeoutError:
+                    break
+                except Exception:
+                    if context.cancelled() or context.done():
+                        return  # the client went away mid-write (its cancel, a reset)
+                    raise
+            else:
+                return
+            # The client read nothing for `limit` seconds: the session ends with that status. It
+            # waits behind the responses the client has not read, so give it a moment to get
+            # through; past that, the stream is reset.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STATUS_GRACE_SECONDS):
+                    await responses.athrow(stalled_client(limit))
+        finally:
+            await responses.aclose()
+
+    async def converse(
+        self,
+        request_iterator: AsyncIterator[pb.ConverseRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncGenerator[pb.ConverseResponse, None]:
+        """One Converse stream's responses, whichever transport carries them (gRPC, WebSocket)."""
         if self.draining:
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
@@ -126,8 +164,9 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
             started, status = time.monotonic(), "OK"
             ending: tuple[grpc.StatusCode, str] | None = None
             _log_session("session_start", setup, peer=context.peer())
+            stream = session.run(request_iterator)
             try:
-                async for message in session.run(request_iterator):
+                async for message in stream:
                     yield message
             except SessionFailure as failure:
                 # Abort outside this block: an abort raised here would chain the failure, whose
@@ -135,10 +174,11 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
                 # keeps after the call (found by the fuzz tests).
                 ending = (failure.code, failure.message)
                 status = failure.code.name
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, GeneratorExit):  # the consumer stopped reading us
                 status = "CANCELLED"
                 raise
             finally:
+                await stream.aclose()  # at once, not when the garbage collector gets to it
                 self.sessions.discard(session)
                 if not self.sessions:
                     self.no_sessions.set()
@@ -161,6 +201,8 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
 
         Precedence, field by field: the SessionConfig, then its campaign, then the server defaults.
         """
+        if (why := overlong(config, SESSION_CONFIG_LIMITS, "config")) is not None:
+            raise _Invalid(grpc.StatusCode.INVALID_ARGUMENT, why)
         try:
             input_format = validate_format(config.input_format, "config.input_format")
             output_format = (

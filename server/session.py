@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,15 @@ from server.backends.llm.base import LLM, ChatMessage
 from server.backends.registry import BackendError, Backends
 from server.backends.stt.base import STT, STTStream, TurnEventKind, TurnOptions, TurnUpdate
 from server.backends.tts.base import TTS, Encoding, TTSTurn
+from server.limits import (
+    CONFIG_UPDATE_LIMITS,
+    MAX_AUDIO_LEAD_SECONDS,
+    MAX_OUTPUT_BUFFER_BYTES,
+    MAX_TEXT_TURN,
+    MIN_TEXT_INTERRUPT_SECONDS,
+    OUTPUT_BUFFER_BYTES,
+    overlong,
+)
 from server.metrics import BACKCHANNELS, observe_turn
 from server.options import OptionError, llm_backend_for, tts_backend_for
 from server.sentences import SentenceSplitter, speakable
@@ -49,6 +58,16 @@ class SessionFailure(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def stalled_client(limit: float) -> SessionFailure:
+    """How a session ends whose client has read nothing for `limit` seconds (its transport's
+    send timed out, SEND_TIMEOUT_SECONDS)."""
+    return SessionFailure(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        f"the client read no response for {limit:g} s (SEND_TIMEOUT_SECONDS): closing the "
+        "session; read the stream as it comes",
+    )
 
 
 @dataclass
@@ -281,6 +300,8 @@ class AgentResponse:
                 data = session.outbound.encode(audio.pcm, audio.sample_rate)
                 piece.seconds += session.outbound.seconds(len(data))
                 for start in range(0, len(data), chunk_bytes):
+                    if self.committed:
+                        await session.writable()  # paused while the client does not read
                     message = pb.ConverseResponse(
                         audio=pb.Audio(
                             audio=data[start : start + chunk_bytes], turn_id=self.turn_id
@@ -321,6 +342,10 @@ class Session:
         self.outbound = OutboundAudio(setup.output_format)
         self.history: list[ChatMessage] = [ChatMessage("system", setup.system_prompt)]
         self._out: asyncio.Queue[pb.ConverseResponse | None] = asyncio.Queue()
+        self._out_bytes = 0  # of the responses in `_out`
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._warming: asyncio.Task[Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stt_stream: STTStream | None = None
         self._speculative: AgentResponse | None = None
@@ -334,14 +359,46 @@ class Session:
         self._heard_over_agent: TurnUpdate | None = None
         self._draining = False
         self._last_input = time.monotonic()
+        self._last_text_turn_at = -MIN_TEXT_INTERRUPT_SECONDS
+        self._audio_until = 0.0  # the time by which the audio received so far plays out
         self.turns = 0
 
     # --- plumbing ---------------------------------------------------------------------------
 
     def send(self, message: pb.ConverseResponse) -> None:
+        if self._failure is not None:
+            return  # the stream ends with its Error: nothing more goes out
         if message.WhichOneof("response") == "metrics":
             observe_turn(message.metrics)
+        self._put(message)
+        if self._out_bytes > MAX_OUTPUT_BUFFER_BYTES:
+            self.fail(
+                SessionFailure(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"more than {MAX_OUTPUT_BUFFER_BYTES} bytes of responses wait for the client "
+                    "to read them: closing the session; read the stream as it comes",
+                )
+            )
+
+    # --- output budget: responses wait in `_out` for the transport; a client that does not read
+    # pauses the agent's audio once OUTPUT_BUFFER_BYTES wait (the rest of a turn is small), and
+    # the transport ends a stream that stays unread (SEND_TIMEOUT_SECONDS).
+
+    def _put(self, message: pb.ConverseResponse | None) -> None:
+        if message is not None:
+            self._out_bytes += message.ByteSize()
+            if self._out_bytes > OUTPUT_BUFFER_BYTES:
+                self._writable.clear()
         self._out.put_nowait(message)
+
+    def _taken(self, message: pb.ConverseResponse) -> None:
+        self._out_bytes -= message.ByteSize()
+        if self._out_bytes <= OUTPUT_BUFFER_BYTES:
+            self._writable.set()
+
+    async def writable(self) -> None:
+        """Return once the client has read enough for more audio to be queued."""
+        await self._writable.wait()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=f"{self.setup.session_id[:8]}:{name}")
@@ -373,15 +430,19 @@ class Session:
     def fail(self, failure: SessionFailure) -> None:
         if self._failure is None:
             self._failure = failure
-            self._out.put_nowait(
+            if not self._writable.is_set():  # a client this far behind loses what it did not read
+                while not self._out.empty():
+                    self._out.get_nowait()
+                self._out_bytes = 0
+            self._put(
                 pb.ConverseResponse(
                     error=pb.Error(code=failure.code.value[0], message=failure.message)
                 )
             )
-            self._out.put_nowait(None)
+            self._put(None)
 
     def _end(self) -> None:
-        self._out.put_nowait(None)
+        self._put(None)
 
     def drain(self) -> None:
         """The server is shutting down: end after the current turn (at once if there is none)."""
@@ -419,6 +480,7 @@ class Session:
                 self._current is not None
                 and self._current.task is not None
                 and not self._current.task.done()
+                and self._writable.is_set()  # an answer the client does not read is no activity
             )
             if answering:
                 self._last_input = time.monotonic()
@@ -430,7 +492,7 @@ class Session:
 
     async def run(
         self, requests: AsyncIterator[pb.ConverseRequest]
-    ) -> AsyncIterator[pb.ConverseResponse]:
+    ) -> AsyncGenerator[pb.ConverseResponse, None]:
         """Yield the responses of the conversation until it ends; raise SessionFailure if it failed."""
         try:
             self._stt_stream = self.setup.stt.open_stream(self.setup.turn_options)
@@ -454,6 +516,7 @@ class Session:
             else:
                 self._warm()
             while (message := await self._out.get()) is not None:
+                self._taken(message)
                 yield message
             if self._failure is not None:
                 raise self._failure
@@ -492,6 +555,7 @@ class Session:
                 pcm = self.inbound.push(request.audio)
                 if len(pcm):
                     await self._stt_stream.push(pcm, time.monotonic())
+                await self._pace_audio(len(request.audio))
             elif kind == "text":
                 await self._on_text(request.text)
             elif kind == "update":
@@ -513,16 +577,42 @@ class Session:
                 await asyncio.wait([response.task])  # its own outcome is reported elsewhere
         self._end()
 
+    async def _pace_audio(self, size: int) -> None:
+        """Read audio no faster than real time, after a lead of MAX_AUDIO_LEAD_SECONDS: a client
+        sending faster is held back by the transport's flow control, and the turn detector's
+        queue stays short."""
+        now = time.monotonic()
+        fmt = self.inbound.fmt
+        self._audio_until = max(self._audio_until, now) + size / fmt.bytes_per_sample / fmt.rate
+        ahead = self._audio_until - now - MAX_AUDIO_LEAD_SECONDS
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+
     async def _on_text(self, text: str) -> None:
         text = text.strip()
         if not text:
             raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT, "text turn is empty")
-        if len(text) > 4000:
+        if len(text) > MAX_TEXT_TURN:
             raise SessionFailure(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"text turn has {len(text)} characters; the limit is 4000",
+                f"text turn has {len(text)} characters; the limit is {MAX_TEXT_TURN}",
             )
         now = time.monotonic()
+        answering = self._current
+        if (
+            answering is not None
+            and not answering.finished
+            and now - self._last_text_turn_at < MIN_TEXT_INTERRUPT_SECONDS
+        ):
+            # A flood of typed turns must not start (and cut) an answer per message.
+            self._error(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"typed turn refused: the agent is still answering turn {answering.turn_id}, and "
+                f"typed turns may interrupt an answer at most once every "
+                f"{MIN_TEXT_INTERRUPT_SECONDS:g} s; wait for AGENT_TURN_DONE, or send it later",
+            )
+            return
+        self._last_text_turn_at = now
         # A typed turn interrupts an answer still being generated, not one only being played.
         await self._barge_in(now, during_playback=False)
         self._cancel_speculative()
@@ -535,6 +625,9 @@ class Session:
         and the switch applies from the next agent turn after it, with the history kept.
         """
         fields = ("llm_model", "tts_voice", "system_prompt")
+        if (why := overlong(update, CONFIG_UPDATE_LIMITS, "update")) is not None:
+            self._error(grpc.StatusCode.INVALID_ARGUMENT, why)
+            return
         paths = list(update.update_mask.paths) or [f for f in fields if getattr(update, f)]
         unknown = [p for p in paths if p not in fields]
         if unknown:
@@ -725,6 +818,8 @@ class Session:
         messages = [self.history[0], *self.history[1:][-HISTORY_MESSAGES:]]
         if user_text:
             messages.append(ChatMessage("user", user_text))
+        if len(self.history) > 1 + HISTORY_MESSAGES:  # older turns are never used again
+            del self.history[1 : len(self.history) - HISTORY_MESSAGES]
         response = AgentResponse(
             session=self,
             turn_id=self._turn_id,
@@ -752,13 +847,15 @@ class Session:
         if response.fixed_text is None:
             self.turns += 1
         if self._draining:
-            self._out.put_nowait(None)  # this was the last turn
+            self._put(None)  # this was the last turn
             return
         self._warm()
 
     def _warm(self) -> None:
         history = [self.history[0], *self.history[1:][-HISTORY_MESSAGES:]]
-        self._spawn(self.llm.warm(history, self.llm_model), "llm-warm")
+        if self._warming is not None:  # one at a time: a stale warm-up is wasted model time
+            self._warming.cancel()
+        self._warming = self._spawn(self.llm.warm(history, self.llm_model), "llm-warm")
 
     async def _barge_in(self, detected_at: float, during_playback: bool = True) -> None:
         """The user spoke: stop the agent if it is talking, keep in history what was heard."""

@@ -42,6 +42,9 @@ class Settings:
     tls_key: str = ""
     # A session that receives no audio or text for this long is closed (0: never).
     idle_timeout_seconds: int = 60
+    # A stream whose client reads no response for this long is ended (DEADLINE_EXCEEDED); the
+    # agent's audio pauses meanwhile (0: never ended).
+    send_timeout_seconds: int = 20
     # The built web page served on http_port; empty: clients/web/dist in this checkout.
     web_dir: str = ""
 
@@ -63,5 +66,6 @@ class Settings:
             tls_cert=os.environ.get("TLS_CERT", ""),
             tls_key=os.environ.get("TLS_KEY", ""),
             idle_timeout_seconds=_int("IDLE_TIMEOUT_SECONDS", 60),
+            send_timeout_seconds=_int("SEND_TIMEOUT_SECONDS", 20),
             web_dir=os.environ.get("VOICE_AGENT_WEB_DIR", ""),
         )

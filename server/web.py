@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
+import json
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+import zlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, NoReturn, cast
 from urllib.parse import parse_qs
 
 import grpc
+from connectrpc._codec import ProtoBinaryCodec, ProtoJSONCodec, _codecs
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from connectrpc.method import IdempotencyLevel, MethodInfo
@@ -33,6 +37,7 @@ from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+from hypercorn.protocol import ws_stream
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -42,8 +47,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from voiceagent.v1 import voice_agent_pb2 as pb
+from wsproto.extensions import PerMessageDeflate
 
 from server.auth import authorized, denial
+from server.limits import MAX_COMPRESSION_RATIO, MIN_INFLATE_BYTES
+from server.session import stalled_client
 
 log = logging.getLogger("voice_agent.web")
 
@@ -56,6 +64,8 @@ TOKEN_SUBPROTOCOL_PREFIX = "bearer."
 # Requests waiting for the session: ~1.3 s of 20 ms frames, then the socket is read no further
 # (TCP pushes back on the browser) until the session catches up.
 REQUEST_QUEUE = 64
+# A request body's framing beyond its one message (the 5-byte envelope of streaming protocols).
+ENVELOPE_SLACK = 64
 
 # WebSocket close codes of /converse (README "Web page"). Frame-level problems use the standard
 # codes; a session that ends with a gRPC status closes with 4000 + that status code (e.g. 4003
@@ -67,6 +77,8 @@ CLOSE_INVALID_PAYLOAD = 1007  # a binary frame that is not a ConverseRequest
 CLOSE_POLICY_VIOLATION = 1008  # missing or wrong token
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_STATUS_BASE = 4000
+# How long a last frame may wait for a browser whose socket does not drain.
+CLOSE_GRACE_SECONDS = 2.0
 
 
 class StatusAbort(Exception):
@@ -155,48 +167,207 @@ def _method_info(service: ServiceDescriptor, method: MethodDescriptor) -> Method
 
 
 class ConnectService(ConnectASGIApplication[object]):
-    """connect-python's ASGI application for one gRPC service, from its descriptor."""
+    """connect-python's ASGI application for one gRPC service, from its descriptor.
+
+    Before connect-python touches a request, the token and the declared size are checked from
+    the headers alone: a refused request is answered without reading (let alone inflating or
+    parsing) its body. An accepted one may bring at most `max_bytes` of body, inflating to at
+    most `max_bytes` (BoundedGzip).
+    """
 
     def __init__(
-        self,
-        servicer: object,
-        service: ServiceDescriptor,
-        token: str,
-        read_max_bytes: int,
+        self, servicer: object, service: ServiceDescriptor, token: str, max_bytes: int
     ) -> None:
         self._path = f"/{service.full_name}"
+        self._token = token
+        self._max_bytes = max_bytes
         super().__init__(
             service=servicer,
             endpoints=lambda s: _endpoints(s, service),
-            interceptors=[TokenInterceptor(token)] if token else [],
-            read_max_bytes=read_max_bytes,
+            read_max_bytes=max_bytes,
+            compressions=[BoundedGzip(max_bytes)],
         )
 
     @property
     def path(self) -> str:
         return self._path
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        refusal = self._refusal(scope)
+        if refusal is None:
+            await super().__call__(scope, _capped(receive, self._max_bytes), send)
+        elif scope.get("method") == "GET":  # a unary GET has no body whose read could fail
+            await _send_unary_error(send, refusal)
+        else:
+            # connect-python reads the body first thing; failing that read makes it answer
+            # with the refusal in the request's own protocol (unary JSON, Connect or gRPC-web
+            # streaming), and the body is never read.
+            await super().__call__(scope, _refusing(refusal), send)
 
-class TokenInterceptor:
-    """VOICE_AGENT_TOKEN on the HTTP RPCs: the same `authorization: Bearer` check as gRPC's."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    async def on_start(self, ctx: RequestContext[Any, Any]) -> None:
-        given = ctx.request_headers().get("authorization", "")
-        if not authorized(given, self._token):
-            raise ConnectError(Code.UNAUTHENTICATED, denial(given) + " header")
-
-    async def on_end(
-        self, token: None, ctx: RequestContext[Any, Any], error: Exception | None
-    ) -> None:
+    def _refusal(self, scope: Scope) -> ConnectError | None:
+        headers: dict[bytes, bytes] = dict(scope.get("headers") or ())
+        if self._token:
+            given = headers.get(b"authorization", b"")
+            if not authorized(given, self._token):
+                return ConnectError(Code.UNAUTHENTICATED, denial(given) + " header")
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > self._max_bytes + ENVELOPE_SLACK:
+            return _too_large(self._max_bytes)
         return None
+
+
+class BoundedGzip:
+    """connect-python's gzip, inflating at most `max_bytes` and MAX_COMPRESSION_RATIO times the
+    compressed size: a small gzip bomb is refused (RESOURCE_EXHAUSTED) after at most `max_bytes`
+    of work, and corrupt data is INVALID_ARGUMENT, not an unknown error."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+
+    def name(self) -> str:
+        return "gzip"
+
+    def compress(self, data: bytes | bytearray | memoryview) -> bytes:
+        return gzip.compress(data, compresslevel=6)
+
+    def decompress(self, data: bytes | bytearray | memoryview) -> bytes:
+        rest = bytes(data)
+        limit = min(self._max_bytes, max(MIN_INFLATE_BYTES, len(rest) * MAX_COMPRESSION_RATIO))
+        out = bytearray()
+        while rest:  # one gzip member after the other, as gzip.decompress reads them
+            member = zlib.decompressobj(wbits=31)
+            try:
+                out += member.decompress(rest, limit + 1 - len(out))
+            except zlib.error as err:
+                raise ConnectError(
+                    Code.INVALID_ARGUMENT, f"the request is not valid gzip: {err}"
+                ) from None
+            if len(out) > limit or member.unconsumed_tail:
+                raise ConnectError(
+                    Code.RESOURCE_EXHAUSTED,
+                    f"the request inflates to more than {limit} bytes (the limit is "
+                    f"{self._max_bytes} bytes, and {MAX_COMPRESSION_RATIO} times the gzip size): "
+                    "send less, or send it uncompressed",
+                )
+            if not member.eof:
+                raise ConnectError(Code.INVALID_ARGUMENT, "the request's gzip data is truncated")
+            rest = member.unused_data
+        return bytes(out)
+
+
+class _StrictProtoCodec(ProtoBinaryCodec[Message]):
+    def decode(self, data: bytes | bytearray, message: Message) -> Message:
+        try:
+            return super().decode(data, message)
+        except Exception as err:  # DecodeError, or whatever upb says of corrupt bytes
+            raise _malformed(message, "binary protobuf", err) from None
+
+
+class _StrictJSONCodec(ProtoJSONCodec[Message]):
+    def decode(self, data: bytes | bytearray, message: Message) -> Message:
+        try:
+            return super().decode(data, message)
+        except Exception as err:  # ParseError, invalid UTF-8, nesting too deep
+            raise _malformed(message, "JSON", err) from None
+
+
+def _malformed(message: Message, form: str, err: Exception) -> ConnectError:
+    return ConnectError(
+        Code.INVALID_ARGUMENT,
+        f"the request is not a valid {form} {message.DESCRIPTOR.full_name}: {err}",
+    )
+
+
+# connect-python decodes with the codec registered under the request's content type and
+# reports any decoding exception as `unknown` (HTTP 500). A malformed request is the client's
+# error, `invalid_argument` (HTTP 400) in the Connect protocol: these codecs say so. The
+# registry is connect-python's own (pinned to 0.9.0; tests/abuse checks the statuses).
+_codecs.update(
+    {
+        name: _StrictJSONCodec() if isinstance(codec, ProtoJSONCodec) else _StrictProtoCodec()
+        for name, codec in _codecs.items()
+    }
+)
+
+
+class _DeclinedDeflate(PerMessageDeflate):
+    """permessage-deflate, declined whatever the browser offers. wsproto inflates a compressed
+    frame in full before hypercorn sees its size, so a small frame of zeros inflated to
+    hundreds of MB (and stalled the loop for a second); the frames are mostly audio, which
+    deflate hardly shrinks anyway."""
+
+    def accept(self, offer: str) -> bool | str | None:
+        return None
+
+
+class _BoundedMessageBuffer(ws_stream.WebsocketBuffer):
+    """hypercorn's buffer of an incoming message, which past websocket_max_message_size raises
+    only after appending: a client that goes on sending after the 1009 close (or after any
+    close, authenticated or not) grew it without end. This one appends nothing past the limit."""
+
+    def extend(self, event: Any) -> None:
+        if self.length + len(event.data) > self.max_length:
+            self.length = self.max_length + 1
+            raise ws_stream.FrameTooLargeError()
+        super().extend(event)
+
+
+# hypercorn uses these for every WebSocket and has no setting for either.
+ws_stream.PerMessageDeflate = _DeclinedDeflate  # type: ignore[attr-defined]
+ws_stream.WebsocketBuffer = _BoundedMessageBuffer  # type: ignore[misc]
+
+
+def _too_large(max_bytes: int) -> ConnectError:
+    return ConnectError(
+        Code.RESOURCE_EXHAUSTED,
+        f"the request body is larger than {max_bytes} bytes, the limit for any request",
+    )
+
+
+def _capped(receive: Receive, max_bytes: int) -> Receive:
+    """`receive`, failing once the body goes past `max_bytes` (when its length was not declared
+    up front, or was declared wrong)."""
+    received = 0
+
+    async def capped() -> Any:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > max_bytes + ENVELOPE_SLACK:
+                raise _too_large(max_bytes)
+        return message
+
+    return capped
+
+
+def _refusing(refusal: ConnectError) -> Receive:
+    async def refuse() -> NoReturn:
+        raise refusal
+
+    return refuse
+
+
+# HTTP statuses of the refusals above, as the Connect protocol maps their codes.
+_HTTP_STATUS = {Code.UNAUTHENTICATED: 401, Code.RESOURCE_EXHAUSTED: 429}
+
+
+async def _send_unary_error(send: Send, error: ConnectError) -> None:
+    """A Connect unary error response: the HTTP status of its code, `{code, message}` in JSON."""
+    body = json.dumps({"code": error.code.value, "message": error.message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": _HTTP_STATUS[error.code],
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 ConverseHandler = Callable[
     [AsyncIterator[pb.ConverseRequest], grpc.aio.ServicerContext],
-    AsyncIterator[pb.ConverseResponse],
+    AsyncGenerator[pb.ConverseResponse, None],
 ]
 
 
@@ -215,8 +386,12 @@ class WebGateway:
         serving: Callable[[], bool],
         max_message_bytes: int,
         web_dir: Path = WEB_DIR,
+        send_timeout: float = 0.0,
     ) -> None:
+        """`send_timeout`: a /converse browser that reads nothing for this long is ended
+        (DEADLINE_EXCEEDED; 0: never)."""
         self._token = token
+        self._send_timeout = send_timeout
         self._converse = converse
         self._serving = serving
         self._web_dir = web_dir
@@ -321,12 +496,26 @@ class WebGateway:
             while True:
                 yield await requests.get()
 
+        last_error: list[pb.Error] = []  # the last in-stream Error sent, if any
+
         async def responses() -> None:
-            async for response in self._converse(request_stream(), context):
-                try:
-                    await ws.send_bytes(response.SerializeToString())
-                except (WebSocketDisconnect, OSError, RuntimeError) as err:
-                    raise ClientGone from err
+            stream = self._converse(request_stream(), context)
+            try:
+                async for response in stream:
+                    try:
+                        async with asyncio.timeout(self._send_timeout or None):
+                            await ws.send_bytes(response.SerializeToString())
+                    except TimeoutError:
+                        break  # the browser reads nothing: its socket's buffers are full
+                    except (WebSocketDisconnect, OSError, RuntimeError) as err:
+                        raise ClientGone from err
+                    if response.WhichOneof("response") == "error":
+                        last_error[:] = [response.error]
+                else:
+                    return
+                await stream.athrow(stalled_client(self._send_timeout))  # raises its StatusAbort
+            finally:
+                await stream.aclose()
 
         pump = asyncio.create_task(responses(), name="ws-converse")
         reader = asyncio.create_task(_read_requests(ws, requests), name="ws-read")
@@ -355,11 +544,11 @@ class WebGateway:
         if error is None:
             await _close(ws, CLOSE_NORMAL, "session ended")
         elif isinstance(error, StatusAbort):
-            status = pb.ConverseResponse(
-                error=pb.Error(code=error.code.value[0], message=error.details)
-            )
-            with contextlib.suppress(Exception):
-                await ws.send_bytes(status.SerializeToString())
+            status = pb.Error(code=error.code.value[0], message=error.details)
+            if last_error != [status]:  # a session that failed has sent its Error already
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(CLOSE_GRACE_SECONDS):
+                        await ws.send_bytes(pb.ConverseResponse(error=status).SerializeToString())
             await _close(ws, CLOSE_STATUS_BASE + error.code.value[0], error.details)
         else:
             log.error("Converse over a WebSocket failed", exc_info=error)
@@ -399,8 +588,9 @@ def _websocket_token(query_string: bytes, offered: list[str]) -> str:
 async def _close(ws: WebSocket, code: int, reason: str) -> None:
     """Close with a reason cut to the 123 bytes a close frame allows."""
     encoded = reason.encode()[:123]
-    with contextlib.suppress(Exception):  # the browser may already be gone
-        await ws.close(code, encoded.decode(errors="ignore"))
+    with contextlib.suppress(Exception):  # the browser may already be gone, or read nothing
+        async with asyncio.timeout(CLOSE_GRACE_SECONDS):
+            await ws.close(code, encoded.decode(errors="ignore"))
 
 
 def _listen(host: str, port: int) -> socket.socket:

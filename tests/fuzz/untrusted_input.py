@@ -5,12 +5,14 @@
 
 The first byte picks a target; the rest is its input. Each target may only fail with the error
 its caller turns into a clear status (AudioFormatError -> INVALID_ARGUMENT, InvalidPageToken ->
-INVALID_ARGUMENT); anything else is a crash, and atheris stops with the input that caused it.
+INVALID_ARGUMENT, a Connect body's gzip -> invalid_argument or resource_exhausted within the
+4 MiB budget, an etag -> a version the store can hold or none); anything else is a crash, and atheris stops with the input that caused it.
 Run for a bounded time by tests/unit/test_fuzz_untrusted_input.py.
 """
 
 from __future__ import annotations
 
+import gzip
 import sys
 from pathlib import Path
 
@@ -21,7 +23,18 @@ with atheris.instrument_imports():
 
     from server.audio import AudioFormatError, InboundAudio, validate_format
     from server.campaign_store import InvalidPageToken, _decode_page_token
+    from server.limits import MAX_COMPRESSION_RATIO, MIN_INFLATE_BYTES
     from server.sentences import SentenceSplitter, speakable
+
+# Outside the instrumentation: these pull in grpc and the whole HTTP stack, slow to
+# instrument, and what is fuzzed there is zlib's (C) work and one regular expression.
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
+
+from server.campaigns import MAX_VERSION, _version
+from server.web import BoundedGzip
+
+GZIP_LIMIT = 1 << 20  # smaller than the server's 4 MiB, so the fuzzer reaches it
 
 
 def audio(raw: bytes) -> None:
@@ -76,7 +89,22 @@ def sentences(raw: bytes) -> None:
     assert [w for p in pieces for w in _words(p)] == _words(text), (pieces, text)
 
 
-TARGETS = [audio, page_token, sentences]
+def gzip_body(raw: bytes) -> None:
+    """A request body with `content-encoding: gzip`: inflated within the budget, or refused."""
+    try:
+        out = BoundedGzip(GZIP_LIMIT).decompress(raw)
+    except ConnectError as err:
+        assert err.code in (Code.INVALID_ARGUMENT, Code.RESOURCE_EXHAUSTED), err
+        return
+    assert len(out) <= min(GZIP_LIMIT, max(MIN_INFLATE_BYTES, len(raw) * MAX_COMPRESSION_RATIO))
+
+
+def etag(raw: bytes) -> None:
+    version = _version(raw.decode("utf-8", "replace"))
+    assert version is None or 0 <= version <= MAX_VERSION
+
+
+TARGETS = [audio, page_token, sentences, gzip_body, etag]
 
 
 def one_input(raw: bytes) -> None:
@@ -95,6 +123,8 @@ def seeds() -> list[bytes]:
         bytes([TARGETS.index(page_token)]) + token,
         bytes([TARGETS.index(sentences)]) + b"Sure, here it is. **Bold** - a list!\n",
         bytes([TARGETS.index(audio), 1, 0x80, 0x3E, 0, 0]) + bytes(range(256)),
+        bytes([TARGETS.index(gzip_body)]) + gzip.compress(b'{"backend": "piper"}' * 50),
+        bytes([TARGETS.index(etag)]) + b"12",
     ]
 
 

@@ -61,7 +61,13 @@ from voiceagent.v1 import voice_agent_pb2_grpc as pb_grpc
 from server import audio
 from server.audio import Format
 from server.backends.llm.base import ChatMessage
-from server.main import MAX_MESSAGE_BYTES
+from server.limits import (
+    MAX_GREETING,
+    MAX_LANGUAGE,
+    MAX_MESSAGE_BYTES,
+    MAX_NAME,
+    MAX_SYSTEM_PROMPT,
+)
 from server.session import AgentResponse, Session
 from tests.conftest import Call
 from tests.unit.conftest import Scripted, StartServer
@@ -107,7 +113,7 @@ class Step:
     __slots__ = ("kind", "value")
 
     def __init__(self, kind: str, value: Any = None) -> None:
-        self.kind = kind  # config, audio, oversize, text, update, hangup, empty, pause
+        self.kind = kind  # config, audio, oversize, text, flood, update, hangup, empty, pause
         self.value = value
 
     def request(self) -> pb.ConverseRequest:
@@ -181,11 +187,20 @@ def repeated(low: int, high: int) -> st.SearchStrategy[str]:
 
 
 SHORT_TEXT = st.text(max_size=40)
-PROMPTS = weighted((3, st.just("")), (2, SHORT_TEXT), (1, repeated(1000, 30_000)))
+PROMPTS = weighted(
+    (3, st.just("")),
+    (2, SHORT_TEXT),
+    (1, repeated(1000, 30_000)),
+    (1, repeated(MAX_SYSTEM_PROMPT - 5, MAX_SYSTEM_PROMPT + 5)),  # around the limit
+)
+
+
+# Absurd names, some past the limit of every name field (server/limits.py).
+OVERLONG_NAMES = weighted((3, st.text(max_size=20)), (1, repeated(MAX_NAME - 5, MAX_NAME + 50)))
 
 
 def names(valid: list[str]) -> st.SearchStrategy[str]:
-    return weighted((4, st.just("")), (2, st.sampled_from(valid)), (1, st.text(max_size=20)))
+    return weighted((4, st.just("")), (2, st.sampled_from(valid)), (1, OVERLONG_NAMES))
 
 
 def audio_formats(fmt: Format) -> st.SearchStrategy[pb.AudioFormat]:
@@ -213,7 +228,7 @@ def session_configs(draw: st.DrawFn, fmt: Format, campaign_id: str) -> pb.Sessio
         return draw(weighted((3, sane), (1, absurd)) if wild else sane)
 
     def name(valid: str) -> str:
-        return pick(st.sampled_from(["", valid]), st.text(max_size=20))
+        return pick(st.sampled_from(["", valid]), OVERLONG_NAMES)
 
     config = pb.SessionConfig()
     if pick(st.just(True), st.booleans()):  # an unset input_format now and then
@@ -224,14 +239,26 @@ def session_configs(draw: st.DrawFn, fmt: Format, campaign_id: str) -> pb.Sessio
     config.stt = name("scripted-stt")
     config.llm = name("scripted-llm")
     config.tts = name("scripted-tts")
-    config.llm_model = pick(st.sampled_from(["", *MODELS]), st.text(max_size=20))
-    config.tts_voice = pick(st.sampled_from(["", *VOICES]), st.text(max_size=20))
-    config.campaign_id = pick(st.sampled_from(["", "", campaign_id]), st.text(max_size=20))
+    config.llm_model = pick(st.sampled_from(["", *MODELS]), OVERLONG_NAMES)
+    config.tts_voice = pick(st.sampled_from(["", *VOICES]), OVERLONG_NAMES)
+    config.campaign_id = pick(st.sampled_from(["", "", campaign_id]), OVERLONG_NAMES)
     config.system_prompt = draw(PROMPTS)
     config.greeting = draw(
-        weighted((4, st.just("")), (1, SHORT_TEXT), (1, st.just("Hello, how can I help?")))
+        weighted(
+            (4, st.just("")),
+            (1, SHORT_TEXT),
+            (1, st.just("Hello, how can I help?")),
+            (1, repeated(MAX_GREETING - 5, MAX_GREETING + 5)),  # around the limit
+        )
     )
-    config.language = draw(weighted((3, st.just("")), (1, st.just("en")), (1, SHORT_TEXT)))
+    config.language = draw(
+        weighted(
+            (3, st.just("")),
+            (1, st.just("en")),
+            (1, SHORT_TEXT),
+            (1, repeated(MAX_LANGUAGE - 2, MAX_LANGUAGE + 2)),
+        )
+    )
     if draw(st.booleans()):
         silence_ms = st.one_of(st.sampled_from([0, 64, 200, 640, 2000, 5000, -1]), INT32)
         eager, end = pick(st.sampled_from(SANE_TURN_DETECTION), st.tuples(silence_ms, silence_ms))
@@ -316,6 +343,9 @@ def steps(draw: st.DrawFn, fmt: Format, campaign_id: str, kinds: list[tuple[int,
         return Step(kind, draw(st.sampled_from([0.001, 0.01, 0.05, 0.2])))
     if kind == "oversize":
         return Step(kind, draw(st.tuples(st.sampled_from(["audio", "text"]), st.integers(1, 999))))
+    if kind == "flood":
+        # (count, length): the text is built on send
+        return Step(kind, draw(st.tuples(st.integers(2, 400), st.sampled_from([2, 3000]))))
     return Step(kind)  # hangup, empty
 
 
@@ -330,6 +360,7 @@ LATER_KINDS = [
     (4, "config"),  # a duplicated config
     (20, "pause"),
     (3, "oversize"),
+    (4, "flood"),
 ]
 FIRST_KINDS = [(150, "config"), *LATER_KINDS]
 
@@ -385,6 +416,11 @@ class StreamRun:
                 return
             if step.kind == "pause":
                 self._stop.wait(step.value)
+            elif step.kind == "flood":  # typed turns as fast as the channel takes them
+                count, length = step.value
+                text = "hi" if length == 2 else "x" * length
+                for _ in range(count):
+                    yield pb.ConverseRequest(text=text)
             else:
                 yield step.request()
         self._sent_all.set()
@@ -432,6 +468,13 @@ def check_outcome(outcome: Outcome) -> None:
         if response.WhichOneof("response") == "error":
             assert response.error.message.strip(), outcome.describe()
             assert response.error.code in ALLOWED_ERROR_VALUES, outcome.describe()
+    # A step stops the agent at most once (a flood of typed turns twice: it may outlast the
+    # 1 s a typed turn must wait to interrupt again), never once per message.
+    barge_ins = sum(
+        1 for r in outcome.responses if r.HasField("event") and r.event.type == pb.BARGE_IN
+    )
+    floods = sum(1 for step in outcome.plan.steps if step.kind == "flood")
+    assert barge_ins <= len(outcome.plan.steps) + floods, outcome.describe()
 
 
 # --- the server afterwards -------------------------------------------------------------------

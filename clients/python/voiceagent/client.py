@@ -80,7 +80,11 @@ class VoiceAgentClient:
 
 
 class Conversation:
-    """One Converse stream: send requests with the methods, iterate to receive responses."""
+    """One Converse stream: send requests with the methods, iterate to receive responses.
+
+    Requests after the config wait in order until the first response (SessionStarted) has been
+    iterated: iterate the conversation while sending, as `voice-agent talk` does.
+    """
 
     def __init__(
         self,
@@ -93,6 +97,8 @@ class Conversation:
         self._metadata = metadata
         self._outbox: asyncio.Queue[pb.ConverseRequest | None] = asyncio.Queue()
         self._call: grpc.aio.StreamStreamCall | None = None
+        # Set by the first response (SessionStarted) or the end of the call.
+        self._accepted = asyncio.Event()
 
     async def __aenter__(self) -> Conversation:
         await self._outbox.put(pb.ConverseRequest(config=self._config))
@@ -109,7 +115,18 @@ class Conversation:
             self._call.cancel()
 
     async def _requests(self) -> AsyncIterator[pb.ConverseRequest]:
+        """The config at once; the rest once the server has accepted the stream. A server that
+        refuses the config (unknown voice, bad rate, missing token) ends the call before that,
+        and a request written meanwhile would make grpc.aio report INTERNAL "Internal error
+        from Core" in place of the server's status (grpc/grpc#36066)."""
+        config = await self._outbox.get()
+        if config is None:
+            return
+        yield config
+        await self._accepted.wait()
         while (request := await self._outbox.get()) is not None:
+            if self._call is not None and self._call.done():
+                return
             yield request
 
     async def send_audio(self, audio: bytes) -> None:
@@ -135,4 +152,14 @@ class Conversation:
 
     def __aiter__(self) -> AsyncIterator[pb.ConverseResponse]:
         assert self._call is not None, "use `async with client.converse(...)`"
-        return self._call.__aiter__()  # type: ignore[no-any-return]
+        return self._responses(self._call)
+
+    async def _responses(
+        self, call: grpc.aio.StreamStreamCall
+    ) -> AsyncIterator[pb.ConverseResponse]:
+        try:
+            async for response in call:
+                self._accepted.set()
+                yield response
+        finally:
+            self._accepted.set()  # the call is over: the writer finds it done and stops

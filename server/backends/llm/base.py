@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from server.backends.base import Backend
@@ -31,3 +31,48 @@ class LLM(Backend, ABC):
 
     async def warm(self, messages: list[ChatMessage], model: str) -> None:
         """Prepare for a reply to `messages` + a user turn not yet known (prefix caching)."""
+
+
+def fit(
+    messages: list[ChatMessage], budget: int, size: Callable[[str], int], overhead: int = 8
+) -> list[ChatMessage]:
+    """`messages` (the system prompt first) cut to `budget`, in the units of `size` (tokens, or
+    characters where a backend cannot count tokens), `overhead` more a message for the chat
+    template: the system prompt stays and the newest turn too, shortened if they must be; the
+    oldest turns go first. A prompt past the model's context window would fail the turn."""
+    system, turns = messages[0], messages[1:]
+
+    def cost(message: ChatMessage) -> int:
+        return size(message.content) + overhead
+
+    if not turns:
+        return [_shorten(system, budget, size, overhead)]
+    newest = turns[-1]
+    # The system prompt keeps at least half the budget when both cannot fit.
+    system = _shorten(system, max(budget - cost(newest), budget // 2), size, overhead)
+    left = budget - cost(system)
+    newest = _shorten(newest, left, size, overhead)
+    left -= cost(newest)
+    kept = [newest]
+    for message in reversed(turns[:-1]):
+        left -= cost(message)
+        if left < 0:
+            break
+        kept.append(message)
+    return [system, *reversed(kept)]
+
+
+def _shorten(
+    message: ChatMessage, budget: int, size: Callable[[str], int], overhead: int
+) -> ChatMessage:
+    """`message` with its text cut to fit `budget` (the start kept): a binary search on length."""
+    if size(message.content) + overhead <= budget:
+        return message
+    low, high = 0, len(message.content)  # low fits, high does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        if size(message.content[:middle]) + overhead <= budget:
+            low = middle
+        else:
+            high = middle
+    return replace(message, content=message.content[:low])

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import httpx
 
 from server.backends.base import BackendUnavailable
-from server.backends.llm.base import LLM, ChatMessage
+from server.backends.llm.base import LLM, ChatMessage, fit
 
 DEFAULT_BASE_URL = "https://api.groq.com/openai/v1"
 # Groq's ids, then Together's (the same models under their Hugging Face names).
@@ -41,6 +41,9 @@ class OpenAIConfig:
     models: tuple[str, ...] = PRESET_MODELS
     max_tokens: int = 160
     temperature: float = 0.4
+    # The prompt's budget in characters (we cannot count a remote model's tokens): ~6,000
+    # tokens of English, within the smallest context window of the usual models (8,192).
+    context_chars: int = 24_000
     retries: int = 2  # before the first token only
     backoff: float = 0.2
     timeout: httpx.Timeout = field(
@@ -85,6 +88,7 @@ class OpenAILLM(LLM):
         if self._client is None:
             await self.load()
         assert self._client is not None
+        messages = fit(messages, self.config.context_chars, len)
         body = {
             "model": model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
