@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from server.backends.llm.base import LLM, ChatMessage
-from server.backends.stt.base import STT, STTStream, TurnOptions
+from server.backends.stt.base import STT, STTStream, TurnMode, TurnOptions
 from server.backends.tts.base import TTS, SynthesizedAudio, VoiceInfo
 from server.turns import VadTurnStream
 from server.vad import VoiceActivityDetector
@@ -51,6 +51,13 @@ class LeanTranscriber:
         return f"said {voiced}" if voiced else ""
 
 
+class LeanCompletion:
+    """Every turn sounds complete: the turn ends after the semantic mode's least silence."""
+
+    async def completion(self, pcm: np.ndarray) -> float:
+        return 1.0
+
+
 class BenchSTT(STT):
     """The server's real turn detector (VadTurnStream) over the energy VAD and a lean transcriber."""
 
@@ -61,7 +68,10 @@ class BenchSTT(STT):
         self.vad = EnergyVAD()
 
     def open_stream(self, options: TurnOptions) -> STTStream:
-        return VadTurnStream(self.transcriber, self.vad, options)
+        semantic = options.mode == TurnMode.SEMANTIC
+        return VadTurnStream(
+            self.transcriber, self.vad, options, LeanCompletion() if semantic else None
+        )
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.vad.close)
