@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from server.inference import CPU
 from server.metrics import TURN_MODEL_BATCH, TURN_MODEL_MS
 
 SAMPLE_RATE = 16000
@@ -203,6 +204,8 @@ class SmartTurnV3(TurnCompletionModel):
 
     def score(self, batch: list[np.ndarray]) -> np.ndarray:
         inputs = np.stack([features(pcm) for pcm in batch])
-        (logits,) = self._session.run(None, {"input_features": inputs})
+        # The caller waits on this to end its turn: token generation steps aside meanwhile.
+        with CPU.urgent():
+            (logits,) = self._session.run(None, {"input_features": inputs})
         # The exported graph ends in a sigmoid: its output is the probability itself.
         return np.asarray(logits, dtype=np.float32).reshape(len(batch), -1)[:, 0]

@@ -254,7 +254,9 @@ class VadTurnStream(STTStream):
         if self._silence_run == PREPARE_WINDOWS and (self._opt.eager_enabled or self._semantic):
             self._schedule_eager()
             self._maybe_speculate_from_interim()
-        if self._semantic and self._silence_run in (PREPARE_WINDOWS, *RECHECK_WINDOWS):
+        if self._semantic and self._silence_run == PREPARE_WINDOWS:
+            self._schedule_check()
+        elif self._semantic and self._silence_run in RECHECK_WINDOWS and self._heard_unfinished():
             self._schedule_check()
         if self._opt.eager_enabled and self._silence_run == self._eager_windows:
             self._eager_due = True
@@ -352,6 +354,13 @@ class VadTurnStream(STTStream):
             self._maybe_end_complete()
 
         self._checks.add(self._spawn(check(), "turn-completion"))
+
+    def _heard_unfinished(self) -> bool:
+        """The last check of this silence said "unfinished" (or has not answered yet)."""
+        completion = self._completion
+        if completion is None or completion[0] != self._epoch:
+            return True
+        return completion[1] < self._opt.completion_threshold
 
     def _maybe_end_complete(self) -> None:
         """END_OF_TURN now if the decode and the model are in and say "finished".

@@ -9,6 +9,7 @@ makes an interim transcript cost 65-250 ms (DESIGN.md). Finals use beam 2, inter
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
@@ -17,6 +18,7 @@ import numpy as np
 
 from server import assets
 from server.backends.stt.base import STT, STTStream, TurnMode, TurnOptions
+from server.inference import CPU
 from server.smart_turn import SmartTurnV3
 from server.turns import VadTurnStream
 from server.vad import SileroVAD
@@ -33,7 +35,11 @@ class WhisperSTT(STT):
     name: ClassVar[str] = "whisper"
     sample_rate: ClassVar[int] = 16000
 
-    def __init__(self, threads: int = 2) -> None:
+    def __init__(self, threads: int = 1) -> None:
+        # One thread: with two, a decode stalls whenever anything else wants a core (audio
+        # arriving, the turn model): a final decode of a 2.2 s question took 400-450 ms on two
+        # threads in a live stream and 280-340 ms on one, leaving the other core to the turn
+        # model, the LLM and TTS.
         self._threads = threads
         # One inference thread: decodes of all sessions queue here instead of fighting for cores.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
@@ -97,15 +103,18 @@ class WhisperSTT(STT):
             [pcm.astype(np.float32) / 32768.0, np.zeros(int(16000 * _TAIL_SECONDS), np.float32)]
         )
         features = self._model.feature_extractor(audio)[:, :-1]
-        result = self._model.model.generate(
-            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])),
-            [prompt],
-            beam_size=_FINAL_BEAM if final else 1,
-            max_length=_MAX_TOKENS,
-            suppress_blank=True,
-            suppress_tokens=[-1],
-            repetition_penalty=1.1,
-            no_repeat_ngram_size=3,
-        )
+        # A final decode is what the caller waits for: token generation steps aside meanwhile.
+        urgent = CPU.urgent() if final else contextlib.nullcontext()
+        with urgent:
+            result = self._model.model.generate(
+                ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])),
+                [prompt],
+                beam_size=_FINAL_BEAM if final else 1,
+                max_length=_MAX_TOKENS,
+                suppress_blank=True,
+                suppress_tokens=[-1],
+                repetition_penalty=1.1,
+                no_repeat_ngram_size=3,
+            )
         text: str = tokenizer.decode(result[0].sequences_ids[0]).strip()
         return text
