@@ -876,8 +876,9 @@ class Session:
         elif heard or response.user_text:
             self.history.append(ChatMessage("assistant", heard))
         self.send(pb.ConverseResponse(event=pb.Event(type=pb.BARGE_IN, turn_id=response.turn_id)))
-        if was_running:
-            self.send(_agent_text(response.turn_id, final=True, text=heard))
+        # The turn's final text again, as heard: a client that showed the whole answer (sent
+        # ahead of playback) corrects it to what the caller actually heard.
+        self.send(_agent_text(response.turn_id, final=True, text=heard))
         stop_ms = _ms(detected_at, stopped)
         if response.fixed_text is None:
             self.send(pb.ConverseResponse(metrics=response.metrics(stop_ms)))

@@ -61,9 +61,10 @@ async def test_a_complete_question_ends_after_a_short_silence(offline_server, op
         await call.send_pcm(resample(audio, 16000, rate), rate)
         await call.wait_for(lambda c: len(c.of("metrics")) >= 1, within=TIMEOUT)
         m = call.of("metrics")[0]
-        # END_OF_TURN in under 400 ms of silence, where silence-only detection waits 640 ms
-        # (stt_final_ms counts from the last voiced frame to the final transcript)
-        assert m.stt_final_ms < 400, (rate, m)
+        # END_OF_TURN after ~300-450 ms of silence (the decode included), where silence-only
+        # detection waits 640 ms before its decode (stt_final_ms: last voiced frame to the
+        # final transcript; a generous bound for a busy machine, the figures are in the bench)
+        assert m.stt_final_ms < 500, (rate, m)
         assert "park" in turn_ends(call)[0].text.lower(), turn_ends(call)[0].text
 
 
@@ -99,5 +100,7 @@ async def test_an_interruption_stops_the_agent(offline_server, open_call) -> Non
     stop = next(m for m in call.of("metrics") if m.HasField("barge_in_stop_ms"))
     assert 0 < stop.barge_in_stop_ms < 1500, stop
     assert not call.events(pb.BACKCHANNEL)
-    await call.wait_for(lambda c: len(c.finals()) == 2, within=TIMEOUT)  # then it answers
+    await call.wait_for(lambda c: any(f.turn_id > 0 for f in c.finals()), within=TIMEOUT)
+    heard = [f for f in call.finals() if f.turn_id == 0][-1].text  # the greeting as heard
+    assert heard and GREETING.startswith(heard) and heard != GREETING
     assert "sunday" in turn_ends(call)[-1].text.lower(), turn_ends(call)[-1].text

@@ -399,7 +399,9 @@ export type AgentText = Message<"voiceagent.v1.AgentText"> & {
 
   /**
    * Set on the last message of the turn; `text` then holds what the agent actually said
-   * (cut short on barge-in).
+   * (cut short on barge-in). A turn cut by BARGE_IN after its final message (its text was all
+   * written, not all heard) gets a second final message with the text as heard: the last one
+   * counts.
    *
    * @generated from field: bool final = 3;
    */
