@@ -8,6 +8,7 @@ The methods are synchronous; the servicer calls them through `asyncio.to_thread`
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -18,7 +19,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,11 +33,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CAMPAIGN_FIELDS = ("name", "persona", "greeting", "llm_model", "tts_voice", "language")
+# The server-wide defaults every replica shares (the `Config` message of the API).
+CONFIG_FIELDS = ("stt", "llm_model", "tts_voice", "system_prompt")
+# PostgreSQL NOTIFY channel a config write signals on (payload: the new version).
+CONFIG_CHANNEL = "voice_agent_config"
+# SQLite has no notifications: every replica on the machine polls the config's version this often.
+SQLITE_CONFIG_POLL_SECONDS = 0.2
+# How long a PostgreSQL listener waits for a notification before checking its connection is alive.
+LISTEN_LIVENESS_SECONDS = 5.0
+# Reconnect backoff of the PostgreSQL listener (doubling from the first to the last).
+LISTEN_BACKOFF_SECONDS = (0.1, 2.0)
 MAX_PAGE_SIZE = 1000
 SQLITE_FILE_NAME = "voice-agent.db"
 
 _COLUMNS = ("id", *CAMPAIGN_FIELDS, "create_time", "update_time", "version")
 _SELECT = ", ".join(_COLUMNS)
+_CONFIG_SELECT = ", ".join((*CONFIG_FIELDS, "update_time", "version"))
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 # Any fixed 64-bit key works; this one spells "voiceagt", recognisable in pg_locks.
@@ -58,6 +70,16 @@ class CampaignRecord:
     version: int
 
 
+@dataclass(frozen=True)
+class ConfigRecord:
+    """The shared defaults: only the fields an UpdateConfig has set (the others stay each
+    replica's own from its environment), and the version that is the API's etag."""
+
+    fields: Mapping[str, str]
+    version: int
+    update_time: datetime
+
+
 class CampaignNotFound(KeyError):
     def __str__(self) -> str:
         # KeyError's own str() quotes its message, which reads badly in a gRPC status.
@@ -66,6 +88,10 @@ class CampaignNotFound(KeyError):
 
 class CampaignConflict(Exception):
     """The campaign is no longer at the version the caller read (maps to gRPC ABORTED)."""
+
+
+class ConfigConflict(Exception):
+    """The config is no longer at the version the caller read (maps to gRPC ABORTED)."""
 
 
 class InvalidPageToken(ValueError):
@@ -94,6 +120,20 @@ def _campaigns_table(time_type: str) -> str:
     )
 
 
+def _config_table(time_type: str, now: str) -> tuple[str, str]:
+    """One row (id 1); a NULL field was never set through UpdateConfig."""
+    text_columns = "".join(f"    {name} TEXT,\n" for name in CONFIG_FIELDS)
+    return (
+        "CREATE TABLE server_config (\n"
+        "    id INTEGER PRIMARY KEY CHECK (id = 1),\n"
+        f"{text_columns}"
+        f"    update_time {time_type} NOT NULL,\n"
+        "    version INTEGER NOT NULL\n"
+        ")",
+        f"INSERT INTO server_config (id, update_time, version) VALUES (1, {now}, 0)",
+    )
+
+
 # Append only: a released migration never changes; the next schema change is a new version.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -107,6 +147,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         postgres=(
             _campaigns_table("TIMESTAMPTZ"),
             "CREATE INDEX campaigns_by_creation ON campaigns (create_time, id)",
+        ),
+    ),
+    Migration(
+        version=2,
+        sqlite=_config_table("INTEGER", "0"),
+        postgres=(
+            *_config_table("TIMESTAMPTZ", "now()"),
+            # The trigger, not the writer, notifies: every write wakes every replica's listener,
+            # whichever program made it, and only once the write has committed.
+            "CREATE FUNCTION voice_agent_config_notify() RETURNS trigger AS $$ BEGIN "
+            f"PERFORM pg_notify('{CONFIG_CHANNEL}', NEW.version::text); RETURN NEW; "
+            "END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER server_config_changed AFTER UPDATE ON server_config "
+            "FOR EACH ROW EXECUTE FUNCTION voice_agent_config_notify()",
         ),
     ),
 )
@@ -172,6 +226,20 @@ class CampaignStore(ABC):
 
     @abstractmethod
     def delete(self, campaign_id: str, expected_version: int | None = None) -> None: ...
+
+    @abstractmethod
+    def get_config(self) -> ConfigRecord: ...
+
+    @abstractmethod
+    def update_config(
+        self, fields: Mapping[str, str], expected_version: int | None = None
+    ) -> ConfigRecord:
+        """Set `fields` of the shared config in one statement; ConfigConflict on a stale version."""
+
+    @abstractmethod
+    def config_changes(self) -> AsyncGenerator[ConfigRecord, None]:
+        """The config now, then again whenever it may have changed (a reader skips versions it
+        has seen), until the iterator is closed. Store outages are retried, never raised."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -302,6 +370,46 @@ class _SQLCampaignStore(CampaignStore):
         if not self._query(f"{sql} RETURNING id", params):
             self._raise_missed(campaign_id, expected_version)
 
+    def get_config(self) -> ConfigRecord:
+        rows = self._query(f"SELECT {_CONFIG_SELECT} FROM server_config WHERE id = 1")
+        return self._config_record(rows[0])
+
+    def update_config(
+        self, fields: Mapping[str, str], expected_version: int | None = None
+    ) -> ConfigRecord:
+        for key in fields:
+            if key not in CONFIG_FIELDS:
+                raise ValueError(
+                    f"unknown config field {key!r}; fields: {', '.join(CONFIG_FIELDS)}"
+                )
+        p = self._PARAM
+        names = [name for name in CONFIG_FIELDS if name in fields]
+        assignments = "".join(f"{name} = {p}, " for name in names)
+        sql = (
+            f"UPDATE server_config SET {assignments}version = version + 1, "
+            f"update_time = {self._NEXT_UPDATE_TIME} WHERE id = 1"
+        )
+        params: list[object] = [fields[name] for name in names]
+        params.append(self._to_db_time(self._clock()))
+        if expected_version is not None:
+            sql += f" AND version = {p}"
+            params.append(expected_version)
+        rows = self._query(f"{sql} RETURNING {_CONFIG_SELECT}", params)
+        if not rows:
+            version = self.get_config().version
+            raise ConfigConflict(
+                f"the config is at etag {version}, not {expected_version}: get it again and retry"
+            )
+        return self._config_record(rows[0])
+
+    def _config_record(self, row: Sequence[Any]) -> ConfigRecord:
+        values = dict(zip(CONFIG_FIELDS, row, strict=False))
+        return ConfigRecord(
+            fields={name: value for name, value in values.items() if value is not None},
+            update_time=self._from_db_time(row[len(CONFIG_FIELDS)]),
+            version=int(row[len(CONFIG_FIELDS) + 1]),
+        )
+
     def _raise_missed(self, campaign_id: str, expected_version: int | None) -> None:
         """Say why a write matched no row: the id is gone, or the version moved on."""
         rows = self._query(
@@ -399,6 +507,22 @@ class SQLiteCampaignStore(_SQLCampaignStore):
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
 
+    async def config_changes(self) -> AsyncGenerator[ConfigRecord, None]:
+        """SQLite cannot notify another process: poll the version (one indexed row, ~50 µs)."""
+        seen = -1
+        while True:
+            try:
+                rows = await asyncio.to_thread(
+                    self._query, "SELECT version FROM server_config WHERE id = 1"
+                )
+                if int(rows[0][0]) != seen:
+                    record = await asyncio.to_thread(self.get_config)
+                    seen = record.version
+                    yield record
+            except sqlite3.Error as exc:
+                log.warning("could not read the shared config, retrying: %s", exc)
+            await asyncio.sleep(SQLITE_CONFIG_POLL_SECONDS)
+
     def _to_db_time(self, value: datetime) -> object:
         return (value - _EPOCH) // _MICROSECOND
 
@@ -437,6 +561,8 @@ class PostgresCampaignStore(_SQLCampaignStore):
         # once and with libpq's message, instead of as a pool timeout later.
         with psycopg.connect(url, **connect_kwargs) as conn:
             _migrate_postgres(conn)
+        self._url = url
+        self._connect_kwargs = connect_kwargs
         self._pool = ConnectionPool(
             url,
             min_size=1,
@@ -454,6 +580,35 @@ class PostgresCampaignStore(_SQLCampaignStore):
             cursor = conn.execute(sql, params)
             return cursor.fetchall() if cursor.description else []
 
+    async def config_changes(self) -> AsyncGenerator[ConfigRecord, None]:
+        """LISTEN on a connection of its own; after every (re)connect the config is read again,
+        since a change made while the listener was away sent it no notification."""
+        import psycopg
+
+        delay = LISTEN_BACKOFF_SECONDS[0]
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._url, **self._connect_kwargs, **_KEEPALIVE
+                ) as conn:
+                    await conn.execute(f"LISTEN {CONFIG_CHANNEL}")
+                    yield await asyncio.to_thread(self.get_config)
+                    delay = LISTEN_BACKOFF_SECONDS[0]
+                    while True:
+                        async for _ in conn.notifies(timeout=LISTEN_LIVENESS_SECONDS):
+                            yield await asyncio.to_thread(self.get_config)
+                        # Quiet for a while: a connection that died silently fails here.
+                        await conn.execute("SELECT 1")
+            except Exception as exc:  # the database restarted, went away or refused us
+                log.warning(
+                    "shared-config listener lost PostgreSQL (%s: %s); reconnecting in %.1f s",
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, LISTEN_BACKOFF_SECONDS[1])
+
     def _to_db_time(self, value: datetime) -> object:
         return value
 
@@ -464,6 +619,15 @@ class PostgresCampaignStore(_SQLCampaignStore):
 
     def close(self) -> None:
         self._pool.close()
+
+
+# TCP keepalives on the listener: a peer gone without a FIN is noticed in about 15 s, not hours.
+_KEEPALIVE: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+}
 
 
 def _migrate_postgres(conn: psycopg.Connection[Any]) -> None:

@@ -125,7 +125,7 @@ class CampaignsService(cpb_grpc.CampaignsServicer):
         await self._validate(fields, context, creating=False)
         expected = None
         if campaign.etag:
-            expected = _version(campaign.etag)
+            expected = version_from_etag(campaign.etag)
             if expected is None:
                 shown = campaign.etag if len(campaign.etag) <= 40 else campaign.etag[:40] + "..."
                 await _abort(
@@ -184,7 +184,7 @@ class CampaignsService(cpb_grpc.CampaignsServicer):
             await _abort(context, grpc.StatusCode.NOT_FOUND, str(err))
 
 
-def _version(etag: str) -> int | None:
+def version_from_etag(etag: str) -> int | None:
     """The version an etag names, or None if it is not one this server could have returned
     (not ASCII digits: "²" is a digit to str.isdigit but not to int)."""
     if not _ETAG.fullmatch(etag):

@@ -66,8 +66,8 @@ class VoiceAgentServer:
         self.ready = asyncio.Event()
         interceptors = [BearerTokenInterceptor(settings.token)] if settings.token else []
         self.server = grpc.aio.server(options=_OPTIONS, interceptors=interceptors)
-        self.defaults = ServerDefaults(initial_defaults(settings, self.backends))
         self.campaigns = open_campaign_store(settings.database_url)
+        self.defaults = ServerDefaults(initial_defaults(settings, self.backends), self.campaigns)
         self.service = VoiceAgentService(
             settings, self.backends, self.ready, self.defaults, self.campaigns
         )
@@ -120,6 +120,7 @@ class VoiceAgentServer:
 
     async def start(self) -> None:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.defaults.start()
         await self.server.start()
         self.service.loop_lag.start()
         await self.web.start()

@@ -7,6 +7,7 @@ UpdateConfig switching to "llama-3.1-8b-instant" also switches to the `openai` b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -16,9 +17,8 @@ from voiceagent.v1 import voice_agent_pb2 as pb
 from server.backends.llm.base import LLM
 from server.backends.registry import BackendError, Backends
 from server.backends.tts.base import TTS
+from server.campaign_store import CONFIG_FIELDS, CampaignStore, ConfigRecord
 from server.limits import MAX_SYSTEM_PROMPT
-
-CONFIG_FIELDS = ("stt", "llm_model", "tts_voice", "system_prompt")
 
 
 class OptionError(Exception):
@@ -116,6 +116,8 @@ class Defaults:
     llm_model: str
     tts_voice: str
     system_prompt: str
+    # The shared config's version in the store (the API's etag); 0 until an UpdateConfig.
+    version: int = 0
 
     def to_proto(self) -> pb.Config:
         return pb.Config(
@@ -123,24 +125,65 @@ class Defaults:
             llm_model=self.llm_model,
             tts_voice=self.tts_voice,
             system_prompt=self.system_prompt,
+            etag=str(self.version),
         )
 
 
 class ServerDefaults:
-    """The defaults new sessions start from, changed at run time and watched by subscribers."""
+    """The defaults new sessions start from: this replica's own (from its environment) with the
+    fields set by UpdateConfig on any replica on top, as the shared store holds them.
 
-    def __init__(self, initial: Defaults) -> None:
-        self._value = initial
+    It owns the task that follows the store (`start`/`close`), so a change made on another
+    replica reaches this one's sessions and WatchConfig streams.
+    """
+
+    def __init__(self, own: Defaults, store: CampaignStore) -> None:
+        self._own = own
+        self._store = store
+        self._value = own
         self._changed = asyncio.Condition()
-        self._version = 0
         self._closed = False
+        self._applied: ConfigRecord | None = None  # the newest store record applied
+        self._follower: asyncio.Task[None] | None = None
 
     @property
     def value(self) -> Defaults:
         return self._value
 
-    async def update(self, config: pb.Config, paths: list[str], backends: Backends) -> Defaults:
-        """Validate every named field first, then apply them all at once."""
+    async def start(self) -> None:
+        """Read the shared config now (a new replica starts with it), then follow its changes."""
+        await self._apply(await asyncio.to_thread(self._store.get_config))
+        self._follower = asyncio.create_task(self._follow(), name="follow-shared-config")
+
+    async def _follow(self) -> None:
+        changes = self._store.config_changes()
+        try:
+            async for record in changes:
+                await self._apply(record)
+        finally:
+            await changes.aclose()
+
+    async def _apply(self, record: ConfigRecord) -> None:
+        async with self._changed:
+            last = self._applied
+            if last is not None and (record == last or record.version < last.version):
+                # Seen already (the replica that wrote it applied it at once), or a re-read
+                # that started before a newer write. The same version with other fields is
+                # applied: a database restored from a backup counts its versions again.
+                return
+            self._applied = record
+            self._value = replace(self._own, **record.fields, version=record.version)
+            self._changed.notify_all()
+
+    async def update(
+        self,
+        config: pb.Config,
+        paths: list[str],
+        backends: Backends,
+        expected_version: int | None = None,
+    ) -> Defaults:
+        """Validate every named field first, then write them all at once to the shared store
+        (ConfigConflict when `expected_version` is stale; other store errors propagate)."""
         unknown = [p for p in paths if p not in CONFIG_FIELDS]
         if unknown:
             raise OptionError(
@@ -169,10 +212,9 @@ class ServerDefaults:
                 kind="invalid",
                 field="config.system_prompt",
             )
-        async with self._changed:
-            self._value = replace(self._value, **{p: getattr(config, p) for p in paths})
-            self._version += 1
-            self._changed.notify_all()
+        fields = {p: getattr(config, p) for p in paths}
+        record = await asyncio.to_thread(self._store.update_config, fields, expected_version)
+        await self._apply(record)
         return self._value
 
     async def watch(self) -> AsyncIterator[Defaults]:
@@ -181,17 +223,21 @@ class ServerDefaults:
         The lock is never held across a yield: a slow subscriber cannot hold up `update`; it
         gets the latest value when it comes back (bursts coalesce).
         """
-        seen = -1
+        seen: Defaults | None = None
         while True:
             async with self._changed:
-                while not self._closed and self._version == seen:
+                while not self._closed and self._value is seen:
                     await self._changed.wait()
                 if self._closed:
                     return
-                seen, value = self._version, self._value
-            yield value
+                seen = self._value
+            yield seen
 
     async def close(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
         async with self._changed:
             self._closed = True
             self._changed.notify_all()

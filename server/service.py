@@ -17,7 +17,13 @@ from voiceagent.v1 import voice_agent_pb2_grpc as pb_grpc
 from server.audio import AudioFormatError, Format, OutboundAudio, validate_format
 from server.backends.registry import BackendError, Backends
 from server.backends.stt.base import TurnMode, TurnOptions
-from server.campaign_store import CampaignNotFound, CampaignRecord, CampaignStore
+from server.campaign_store import (
+    CampaignNotFound,
+    CampaignRecord,
+    CampaignStore,
+    ConfigConflict,
+)
+from server.campaigns import version_from_etag
 from server.limits import SESSION_CONFIG_LIMITS, overlong
 from server.load import LoopLagMonitor
 from server.metrics import SESSIONS_ACTIVE, SESSIONS_TOTAL
@@ -333,12 +339,30 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
     async def UpdateConfig(
         self, request: pb.UpdateConfigRequest, context: grpc.aio.ServicerContext
     ) -> pb.Config:
+        expected = None
+        if request.config.etag:
+            expected = version_from_etag(request.config.etag)
+            if expected is None:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"config.etag {request.config.etag[:40]!r} is not an etag this server "
+                    "returned: GetConfig again",
+                )
         try:
             value = await self._defaults.update(
-                request.config, list(request.update_mask.paths), self._backends
+                request.config, list(request.update_mask.paths), self._backends, expected
             )
         except OptionError as err:
             await context.abort(_option_code(err), str(err))
+            raise
+        except ConfigConflict as err:
+            await context.abort(grpc.StatusCode.ABORTED, str(err))
+            raise
+        except Exception as err:  # the shared store is down or unreachable
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"config store unavailable: {type(err).__name__}: {err}",
+            )
             raise
         # A new default model or voice loads now, in the background, not in a caller's first turn.
         for kind, name in (

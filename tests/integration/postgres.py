@@ -51,46 +51,78 @@ def _wait_until_accepting(url: str, deadline: float) -> None:
             time.sleep(0.1)
 
 
+class ThrowawayPostgres:
+    """A running cluster in `root`; `stop` (a crash with mode "immediate") and `start` again on
+    the same port, as a database restart looks to its clients."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.port = 0
+        self.failure = ""  # what pg_ctl said when a start failed
+        self._pg_ctl = str(BIN_DIR / "pg_ctl")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> bool:
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {shlex.quote(str(self.root))} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        log = self.root / "server.log"
+        started = _run(
+            [self._pg_ctl, "-D", str(self.data), "-l", str(log), "-o", options, "-w", "start"],
+            self.root,
+        )
+        if started.returncode:
+            self.failure = started.stderr + (
+                log.read_text(errors="replace") if log.exists() else ""
+            )
+            return False
+        _wait_until_accepting(self.url, time.monotonic() + 30)
+        return True
+
+    def stop(self, mode: str = "fast") -> None:
+        _run([self._pg_ctl, "-D", str(self.data), "-m", mode, "-w", "stop"], self.root)
+
+
 @contextmanager
-def throwaway_postgres(attempts: int = 3) -> Iterator[str]:
-    """Yield the URL of a fresh cluster (superuser `postgres`, trust auth, 127.0.0.1 only).
+def restartable_postgres(attempts: int = 3) -> Iterator[ThrowawayPostgres]:
+    """A fresh cluster (superuser `postgres`, trust auth, 127.0.0.1 only) for the block.
 
     The cluster trades durability for speed (fsync off): it lives only as long as the block.
     """
     if not postgres_installed():
         raise RuntimeError(MISSING_MESSAGE)
     root = Path(tempfile.mkdtemp(prefix="voice-agent-pg-"))
-    data = root / "data"
     try:
         if os.geteuid() == 0:
             user = pwd.getpwnam("postgres")
             os.chown(root, user.pw_uid, user.pw_gid)
-        initdb = [str(BIN_DIR / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]
+        cluster = ThrowawayPostgres(root)
+        initdb = [str(BIN_DIR / "initdb"), "-D", str(cluster.data), "-U", "postgres", "-A", "trust"]
         done = _run([*initdb, "-E", "UTF8", "--locale=C", "--no-sync"], root)
         if done.returncode:
             raise RuntimeError(f"initdb failed:\n{done.stdout}{done.stderr}")
-        pg_ctl = str(BIN_DIR / "pg_ctl")
         for attempt in range(attempts):
             # The port is free now but may be taken before the server binds it: then try another.
-            port = _free_port()
-            options = (
-                f"-c listen_addresses=127.0.0.1 -p {port} -k {shlex.quote(str(root))} "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            )
-            log = root / "server.log"
-            started = _run(
-                [pg_ctl, "-D", str(data), "-l", str(log), "-o", options, "-w", "start"], root
-            )
-            if started.returncode == 0:
+            cluster.port = _free_port()
+            if cluster.start():
                 break
             if attempt == attempts - 1:
-                server_log = log.read_text(errors="replace") if log.exists() else ""
-                raise RuntimeError(f"pg_ctl start failed:\n{started.stderr}\n{server_log}")
-        url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+                raise RuntimeError(f"pg_ctl start failed:\n{cluster.failure}")
         try:
-            _wait_until_accepting(url, time.monotonic() + 30)
-            yield url
+            yield cluster
         finally:
-            _run([pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], root)
+            cluster.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def throwaway_postgres(attempts: int = 3) -> Iterator[str]:
+    """Yield the URL of a fresh cluster that lives as long as the block."""
+    with restartable_postgres(attempts) as cluster:
+        yield cluster.url

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from voiceagent.v1 import voice_agent_pb2 as pb
 
 from server.main import VoiceAgentServer
 
@@ -65,7 +66,10 @@ async def test_ai_options_and_campaigns_with_buf_curl(offline_server: VoiceAgent
         {"config": {"systemPrompt": "You are terse."}, "updateMask": "systemPrompt"},
     )
     assert config["systemPrompt"] == "You are terse."
-    offline_server.defaults._value = original  # leave the shared server as the other tests expect
+    # Leave the shared server as the other tests expect.
+    await offline_server.defaults.update(
+        pb.Config(system_prompt=original.system_prompt), ["system_prompt"], offline_server.backends
+    )
 
     created = await buf_curl(
         offline_server,

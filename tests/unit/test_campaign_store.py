@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import sqlite3
@@ -21,6 +22,7 @@ from server.campaign_store import (
     CampaignConflict,
     CampaignNotFound,
     CampaignStore,
+    ConfigConflict,
     InvalidPageToken,
     SQLiteCampaignStore,
     open_campaign_store,
@@ -242,6 +244,62 @@ class StoreContract:
         store.delete(created.id, expected_version=2)
         with pytest.raises(CampaignNotFound):
             store.delete(created.id, expected_version=2)
+
+    # the shared server config
+
+    def test_config_starts_empty_at_version_0(self, store: CampaignStore) -> None:
+        record = store.get_config()
+        assert (dict(record.fields), record.version) == ({}, 0)
+
+    def test_config_update_sets_only_the_given_fields(self, store: CampaignStore) -> None:
+        first = store.update_config({"tts_voice": "bass", "system_prompt": ""})
+        assert (dict(first.fields), first.version) == (
+            {"tts_voice": "bass", "system_prompt": ""},
+            1,
+        )
+        second = store.update_config({"llm_model": "m"}, expected_version=1)
+        assert dict(second.fields) == {"tts_voice": "bass", "system_prompt": "", "llm_model": "m"}
+        assert second.version == 2 and second.update_time > first.update_time
+        assert store.get_config() == second
+
+    def test_config_update_with_a_stale_version_is_a_conflict(self, store: CampaignStore) -> None:
+        store.update_config({"stt": "a"})
+        with pytest.raises(ConfigConflict, match="etag 1, not 0"):
+            store.update_config({"stt": "b"}, expected_version=0)
+        assert dict(store.get_config().fields) == {"stt": "a"}
+
+    def test_config_update_rejects_an_unknown_field(self, store: CampaignStore) -> None:
+        with pytest.raises(ValueError, match="unknown config field 'voice'"):
+            store.update_config({"voice": "x"})
+        assert store.get_config().version == 0
+
+    def test_concurrent_config_updates_lose_nothing(self, url: str) -> None:
+        with self.open_store(url) as first, self.open_store(url) as second:
+            barrier = threading.Barrier(2)
+
+            def writer(store: CampaignStore, field: str) -> None:
+                barrier.wait(timeout=30)
+                for i in range(30):
+                    store.update_config({field: f"{field} {i}"})
+
+            run_together(lambda: writer(first, "stt"), lambda: writer(second, "tts_voice"))
+            final = second.get_config()
+            assert (final.fields["stt"], final.fields["tts_voice"], final.version) == (
+                "stt 29",
+                "tts_voice 29",
+                60,
+            )
+
+    async def test_config_changes_sees_another_stores_write(self, url: str) -> None:
+        with self.open_store(url) as watcher, self.open_store(url) as writer:
+            changes = watcher.config_changes()
+            try:
+                assert (await asyncio.wait_for(anext(changes), 10)).version == 0
+                writer.update_config({"tts_voice": "bass"})
+                seen = await asyncio.wait_for(anext(changes), 10)
+                assert (seen.version, dict(seen.fields)) == (1, {"tts_voice": "bass"})
+            finally:
+                await changes.aclose()
 
     # schema
 

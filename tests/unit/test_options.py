@@ -128,6 +128,65 @@ async def test_update_config_validates_and_is_watched(start_server: StartServer)
         watch.cancel()
 
 
+async def test_update_config_checks_the_etag(start_server: StartServer) -> None:
+    s = await start_server()
+    channel, api = await stub(s)
+    async with channel:
+        read = await api.GetConfig(pb.GetConfigRequest())
+        assert read.etag == "0"
+        first = await api.UpdateConfig(
+            pb.UpdateConfigRequest(config=pb.Config(tts_voice="bass", etag=read.etag))
+        )
+        assert (first.tts_voice, first.etag) == ("bass", "1")
+        stale = pb.UpdateConfigRequest(config=pb.Config(tts_voice="alto", etag=read.etag))
+        code, details = await code_of(api.UpdateConfig(stale))
+        assert code == grpc.StatusCode.ABORTED and "etag 1, not 0" in details
+        bad = pb.UpdateConfigRequest(config=pb.Config(tts_voice="alto", etag="²"))
+        code, details = await code_of(api.UpdateConfig(bad))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "config.etag" in details
+        assert (await api.GetConfig(pb.GetConfigRequest())).tts_voice == "bass"
+
+
+async def test_config_is_shared_by_servers_on_one_store(
+    start_server: StartServer, open_call, tmp_path
+) -> None:
+    """Two replicas on one SQLite file: a change on one reaches the other's WatchConfig and new
+    sessions, and a replica started later begins with it."""
+    url = f"sqlite:///{tmp_path}/shared.db"
+    a, b = await start_server(database_url=url), await start_server(database_url=url)
+    channel_a, api_a = await stub(a)
+    channel_b, api_b = await stub(b)
+    async with channel_a, channel_b:
+        watch = api_b.WatchConfig(pb.WatchConfigRequest())
+        assert (await watch.read()).tts_voice == "alto"
+        await api_a.UpdateConfig(
+            pb.UpdateConfigRequest(
+                config=pb.Config(tts_voice="bass"), update_mask=FieldMask(paths=["tts_voice"])
+            )
+        )
+        seen = await asyncio.wait_for(watch.read(), 5)
+        assert (seen.tts_voice, seen.etag) == ("bass", "1")
+        call: Call = await open_call(b.target)
+        await call.wait_for(lambda c: bool(c.of("session_started")))
+        assert call.of("session_started")[0].config.tts_voice == "bass"
+        c = await start_server(database_url=url)
+        assert c.server.defaults.value.tts_voice == "bass"
+        watch.cancel()
+
+
+async def test_update_config_is_unavailable_while_the_store_is_down(
+    start_server: StartServer,
+) -> None:
+    s = await start_server()
+    channel, api = await stub(s)
+    async with channel:
+        s.server.campaigns.close()  # what a lost database looks like to the servicer
+        request = pb.UpdateConfigRequest(config=pb.Config(tts_voice="bass"))
+        code, details = await code_of(api.UpdateConfig(request))
+        assert code == grpc.StatusCode.UNAVAILABLE and "config store unavailable" in details
+        assert (await api.GetConfig(pb.GetConfigRequest())).tts_voice == "alto"
+
+
 async def test_update_config_leaves_running_sessions_alone(
     start_server: StartServer, open_call
 ) -> None:

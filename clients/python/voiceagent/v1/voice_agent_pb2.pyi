@@ -321,16 +321,18 @@ class GetConfigRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Config(_message.Message):
-    __slots__ = ("stt", "llm_model", "tts_voice", "system_prompt")
+    __slots__ = ("stt", "llm_model", "tts_voice", "system_prompt", "etag")
     STT_FIELD_NUMBER: _ClassVar[int]
     LLM_MODEL_FIELD_NUMBER: _ClassVar[int]
     TTS_VOICE_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     stt: str
     llm_model: str
     tts_voice: str
     system_prompt: str
-    def __init__(self, stt: _Optional[str] = ..., llm_model: _Optional[str] = ..., tts_voice: _Optional[str] = ..., system_prompt: _Optional[str] = ...) -> None: ...
+    etag: str
+    def __init__(self, stt: _Optional[str] = ..., llm_model: _Optional[str] = ..., tts_voice: _Optional[str] = ..., system_prompt: _Optional[str] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class UpdateConfigRequest(_message.Message):
     __slots__ = ("config", "update_mask")
