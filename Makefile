@@ -18,7 +18,7 @@ PIPECAT_VERSION := 1.14.0
 # what-proves-it-is-there:package, a command on PATH or a file glob; present ones are not reinstalled.
 SYSTEM_DEPS := npm:npm /usr/lib/postgresql/*/bin/initdb:postgresql chromium:chromium baresip:baresip sipp:sip-tester
 
-.PHONY: help setup run test lint protos web bench system-deps clean
+.PHONY: help setup run test lint protos web bench system-deps clean image-test
 
 help:
 	@echo "make run    set up everything and start the server (offline stack, gRPC on \$$PORT or 50051)"
@@ -26,6 +26,7 @@ help:
 	@echo "make protos regenerate the Python stubs and the TypeScript client from protos/"
 	@echo "make web    build the web page (clients/web -> clients/web/dist, served on \$$HTTP_PORT)"
 	@echo "make bench  run the voice-to-voice benchmark and update BENCHMARKS.md"
+	@echo "make image-test  build the Dockerfile with Podman and run the image (deploy/test-image.sh)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -97,6 +98,11 @@ protos: $(VENV)/.installed $(WEB_DIR)/node_modules/.installed
 
 bench: setup system-deps
 	$(BIN)/python bench/voice_to_voice.py --write
+
+# Builds the container image from Debian packages with Podman and runs it as a platform would
+# (~15 minutes from nothing on 2 cores, ~3 minutes with the base images and layers cached).
+image-test: setup
+	bash deploy/test-image.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache $(WEB_DIR)/node_modules $(WEB_DIR)/dist

@@ -147,13 +147,17 @@ def smart_turn_path() -> Path:
     if not path.is_file():
         raise AssetError(f"Smart Turn model missing at {path}")
     marker = cache_dir() / "smart-turn-v3.2.sha256-ok"
-    stamp = f"{path} {path.stat().st_size} {path.stat().st_mtime_ns}"
+    # Whole seconds: an image layer keeps a file's mtime to the second only.
+    stamp = f"{path} {path.stat().st_size} {int(path.stat().st_mtime)}"
     if not (marker.is_file() and marker.read_text() == stamp):
         digest = _sha256(path, "verify smart-turn", progress=False)
         if digest != SMART_TURN_SHA256:
             raise AssetError(f"{path} has sha256 {digest}, expected {SMART_TURN_SHA256}")
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(stamp)
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(stamp)
+        except OSError:
+            pass  # a read-only cache (a container's): hashed again next start, ~20 ms
     return path
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import builtins
 import json
 import logging
 import os
@@ -49,6 +50,7 @@ SQLITE_FILE_NAME = "voice-agent.db"
 _COLUMNS = ("id", *CAMPAIGN_FIELDS, "create_time", "update_time", "version")
 _SELECT = ", ".join(_COLUMNS)
 _CONFIG_SELECT = ", ".join((*CONFIG_FIELDS, "update_time", "version"))
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 # Any fixed 64-bit key works; this one spells "voiceagt", recognisable in pg_locks.
@@ -78,6 +80,49 @@ class ConfigRecord:
     fields: Mapping[str, str]
     version: int
     update_time: datetime
+
+
+@dataclass(frozen=True)
+class StoredCall:
+    """One call record's own row (its turns are `StoredTurn`s)."""
+
+    id: str
+    campaign_id: str
+    start_time: datetime
+    end_time: datetime | None = None
+    transport: str = ""
+    sip_caller: str = ""
+    sip_called: str = ""
+    stt: str = ""
+    llm: str = ""
+    tts: str = ""
+    outcome: str = ""  # "" while running; the CallOutcome enum's name once ended
+    status_code: str = ""
+    status_message: str = ""
+    barge_ins: int = 0
+    duration_seconds: float = 0.0
+    recording: str = ""  # the recording's file name under the recordings folder, if any
+    trace_id: str = ""
+
+
+CALL_COLUMNS = tuple(StoredCall.__dataclass_fields__)
+_CALL_SELECT = ", ".join(CALL_COLUMNS)
+_TIME_COLUMNS = ("start_time", "end_time")
+
+
+@dataclass(frozen=True)
+class StoredTurn:
+    turn_id: int
+    user_text: str
+    agent_text: str
+    barged_in: bool
+    metrics_json: str  # TurnMetrics as JSON (proto field names), "" if none came
+    tool_calls_json: str = "[]"
+
+
+class CallNotFound(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class CampaignNotFound(KeyError):
@@ -134,6 +179,47 @@ def _config_table(time_type: str, now: str) -> tuple[str, str]:
     )
 
 
+def _call_tables(time_type: str, real_type: str) -> tuple[str, ...]:
+    return (
+        "CREATE TABLE calls (\n"
+        "    id TEXT PRIMARY KEY,\n"
+        "    campaign_id TEXT NOT NULL DEFAULT '',\n"
+        f"    start_time {time_type} NOT NULL,\n"
+        f"    end_time {time_type},\n"
+        + "".join(
+            f"    {name} TEXT NOT NULL DEFAULT '',\n"
+            for name in (
+                "transport",
+                "sip_caller",
+                "sip_called",
+                "stt",
+                "llm",
+                "tts",
+                "outcome",
+                "status_code",
+                "status_message",
+            )
+        )
+        + "    barge_ins INTEGER NOT NULL DEFAULT 0,\n"
+        f"    duration_seconds {real_type} NOT NULL DEFAULT 0,\n"
+        "    recording TEXT NOT NULL DEFAULT '',\n"
+        "    trace_id TEXT NOT NULL DEFAULT ''\n"
+        ")",
+        "CREATE INDEX calls_by_start ON calls (start_time, id)",
+        "CREATE INDEX calls_by_campaign ON calls (campaign_id, start_time, id)",
+        "CREATE TABLE call_turns (\n"
+        "    call_id TEXT NOT NULL,\n"
+        "    turn_id INTEGER NOT NULL,\n"
+        "    user_text TEXT NOT NULL DEFAULT '',\n"
+        "    agent_text TEXT NOT NULL DEFAULT '',\n"
+        "    barged_in INTEGER NOT NULL DEFAULT 0,\n"
+        "    metrics_json TEXT NOT NULL DEFAULT '',\n"
+        "    tool_calls_json TEXT NOT NULL DEFAULT '[]',\n"
+        "    PRIMARY KEY (call_id, turn_id)\n"
+        ")",
+    )
+
+
 # Append only: a released migration never changes; the next schema change is a new version.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -162,6 +248,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE TRIGGER server_config_changed AFTER UPDATE ON server_config "
             "FOR EACH ROW EXECUTE FUNCTION voice_agent_config_notify()",
         ),
+    ),
+    Migration(
+        version=3,
+        sqlite=_call_tables("INTEGER", "REAL"),
+        postgres=_call_tables("TIMESTAMPTZ", "DOUBLE PRECISION"),
     ),
 )
 
@@ -240,6 +331,41 @@ class CampaignStore(ABC):
     def config_changes(self) -> AsyncGenerator[ConfigRecord, None]:
         """The config now, then again whenever it may have changed (a reader skips versions it
         has seen), until the iterator is closed. Store outages are retried, never raised."""
+
+    # call records: written as a call goes (start, each turn, end), read by the Calls service
+
+    @abstractmethod
+    def start_call(self, call: StoredCall) -> None: ...
+
+    @abstractmethod
+    def save_turn(self, call_id: str, turn: StoredTurn) -> None:
+        """Insert or replace the turn (a turn is saved again when a barge-in cuts it)."""
+
+    @abstractmethod
+    def end_call(self, call: StoredCall) -> None:
+        """Write the call's final row (outcome, status, end time, counts)."""
+
+    @abstractmethod
+    def get_call(self, call_id: str) -> tuple[StoredCall, builtins.list[StoredTurn]]: ...
+
+    @abstractmethod
+    def list_calls(
+        self,
+        page_size: int,
+        page_token: str = "",
+        campaign_id: str = "",
+        start_after: datetime | None = None,
+        start_before: datetime | None = None,
+    ) -> tuple[builtins.list[StoredCall], str]:
+        """Newest first."""
+
+    @abstractmethod
+    def delete_call(self, call_id: str) -> StoredCall:
+        """Delete the call and its turns; returns the row (its recording is the caller's)."""
+
+    @abstractmethod
+    def delete_calls_before(self, cutoff: datetime) -> builtins.list[StoredCall]:
+        """Delete every call that started before `cutoff`; returns their rows."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -401,6 +527,122 @@ class _SQLCampaignStore(CampaignStore):
                 f"the config is at etag {version}, not {expected_version}: get it again and retry"
             )
         return self._config_record(rows[0])
+
+    def start_call(self, call: StoredCall) -> None:
+        values = [self._call_value(name, getattr(call, name)) for name in CALL_COLUMNS]
+        placeholders = ", ".join([self._PARAM] * len(values))
+        self._query(f"INSERT INTO calls ({_CALL_SELECT}) VALUES ({placeholders})", values)
+
+    def save_turn(self, call_id: str, turn: StoredTurn) -> None:
+        p = self._PARAM
+        values = [
+            call_id,
+            turn.turn_id,
+            turn.user_text,
+            turn.agent_text,
+            int(turn.barged_in),
+            turn.metrics_json,
+            turn.tool_calls_json,
+        ]
+        self._query(
+            "INSERT INTO call_turns (call_id, turn_id, user_text, agent_text, barged_in, "
+            f"metrics_json, tool_calls_json) VALUES ({', '.join([p] * len(values))}) "
+            "ON CONFLICT (call_id, turn_id) DO UPDATE SET user_text = excluded.user_text, "
+            "agent_text = excluded.agent_text, barged_in = excluded.barged_in, "
+            "metrics_json = excluded.metrics_json, tool_calls_json = excluded.tool_calls_json",
+            values,
+        )
+
+    def end_call(self, call: StoredCall) -> None:
+        p = self._PARAM
+        names = [name for name in CALL_COLUMNS if name not in ("id", "start_time")]
+        assignments = ", ".join(f"{name} = {p}" for name in names)
+        values = [self._call_value(name, getattr(call, name)) for name in names]
+        self._query(f"UPDATE calls SET {assignments} WHERE id = {p}", [*values, call.id])
+
+    def get_call(self, call_id: str) -> tuple[StoredCall, builtins.list[StoredTurn]]:
+        p = self._PARAM
+        rows = self._query(f"SELECT {_CALL_SELECT} FROM calls WHERE id = {p}", (call_id,))
+        if not rows:
+            raise CallNotFound(f"call {call_id!r} not found")
+        turns = self._query(
+            "SELECT turn_id, user_text, agent_text, barged_in, metrics_json, tool_calls_json "
+            f"FROM call_turns WHERE call_id = {p} ORDER BY turn_id",
+            (call_id,),
+        )
+        return self._call(rows[0]), [
+            StoredTurn(int(t[0]), t[1], t[2], bool(t[3]), t[4], t[5]) for t in turns
+        ]
+
+    def list_calls(
+        self,
+        page_size: int,
+        page_token: str = "",
+        campaign_id: str = "",
+        start_after: datetime | None = None,
+        start_before: datetime | None = None,
+    ) -> tuple[builtins.list[StoredCall], str]:
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
+        p = self._PARAM
+        conditions: builtins.list[str] = []
+        params: builtins.list[object] = []
+        if campaign_id:
+            conditions.append(f"campaign_id = {p}")
+            params.append(campaign_id)
+        if start_after is not None:
+            conditions.append(f"start_time >= {p}")
+            params.append(self._to_db_time(start_after))
+        if start_before is not None:
+            conditions.append(f"start_time < {p}")
+            params.append(self._to_db_time(start_before))
+        if page_token:
+            before_time, before_id = _decode_page_token(page_token)
+            conditions.append(f"(start_time, id) < ({p}, {p})")  # keyset, newest first
+            params += [self._to_db_time(before_time), before_id]
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        rows = self._query(
+            f"SELECT {_CALL_SELECT} FROM calls {where} ORDER BY start_time DESC, id DESC LIMIT {p}",
+            [*params, page_size + 1],
+        )
+        calls = [self._call(row) for row in rows[:page_size]]
+        token = ""
+        if len(rows) > page_size:
+            token = _encode_page_token(calls[-1].start_time, calls[-1].id)
+        return calls, token
+
+    def delete_call(self, call_id: str) -> StoredCall:
+        p = self._PARAM
+        rows = self._query(f"DELETE FROM calls WHERE id = {p} RETURNING {_CALL_SELECT}", (call_id,))
+        if not rows:
+            raise CallNotFound(f"call {call_id!r} not found")
+        self._query(f"DELETE FROM call_turns WHERE call_id = {p}", (call_id,))
+        return self._call(rows[0])
+
+    def delete_calls_before(self, cutoff: datetime) -> builtins.list[StoredCall]:
+        p = self._PARAM
+        rows = self._query(
+            f"DELETE FROM calls WHERE start_time < {p} RETURNING {_CALL_SELECT}",
+            (self._to_db_time(cutoff),),
+        )
+        calls = [self._call(row) for row in rows]
+        for call in calls:
+            self._query(f"DELETE FROM call_turns WHERE call_id = {p}", (call.id,))
+        return calls
+
+    def _call_value(self, name: str, value: object) -> object:
+        if name in _TIME_COLUMNS and isinstance(value, datetime):
+            return self._to_db_time(value)
+        return value
+
+    def _call(self, row: Sequence[Any]) -> StoredCall:
+        values = dict(zip(CALL_COLUMNS, row, strict=True))
+        for name in _TIME_COLUMNS:
+            if values[name] is not None:
+                values[name] = self._from_db_time(values[name])
+        values["barge_ins"] = int(values["barge_ins"])
+        values["duration_seconds"] = float(values["duration_seconds"])
+        return StoredCall(**values)
 
     def _config_record(self, row: Sequence[Any]) -> ConfigRecord:
         values = dict(zip(CONFIG_FIELDS, row, strict=False))

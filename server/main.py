@@ -13,7 +13,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from voiceagent.v1 import campaigns_pb2, voice_agent_pb2
+from voiceagent import tracing
+from voiceagent.v1 import calls_pb2, calls_pb2_grpc, campaigns_pb2, voice_agent_pb2
 from voiceagent.v1 import campaigns_pb2_grpc as cpb_grpc
 from voiceagent.v1 import voice_agent_pb2_grpc as pb_grpc
 
@@ -21,6 +22,8 @@ from server.auth import BearerTokenInterceptor
 from server.backends.llm.base import LLM
 from server.backends.registry import Backends
 from server.backends.tts.base import TTS
+from server.call_records import recordings_dir
+from server.calls import CallsService
 from server.campaign_store import open_campaign_store
 from server.campaigns import CampaignsService
 from server.limits import MAX_MESSAGE_BYTES
@@ -66,12 +69,16 @@ class VoiceAgentServer:
         self.ready = asyncio.Event()
         interceptors = [BearerTokenInterceptor(settings.token)] if settings.token else []
         self.server = grpc.aio.server(options=_OPTIONS, interceptors=interceptors)
-        self.campaigns = open_campaign_store(settings.database_url)
+        self.campaigns = open_campaign_store(settings.database_url, settings.data_path)
         self.defaults = ServerDefaults(initial_defaults(settings, self.backends), self.campaigns)
         self.service = VoiceAgentService(
             settings, self.backends, self.ready, self.defaults, self.campaigns
         )
         campaigns_service = CampaignsService(self.campaigns, self.backends)
+        self.calls = CallsService(
+            self.campaigns, recordings_dir(settings.data_path), settings.call_retention_days
+        )
+        calls_pb2_grpc.add_CallsServicer_to_server(self.calls, self.server)  # type: ignore[no-untyped-call]
         cpb_grpc.add_CampaignsServicer_to_server(  # type: ignore[no-untyped-call]
             campaigns_service, self.server
         )
@@ -82,6 +89,7 @@ class VoiceAgentServer:
             (
                 SERVICE_NAME,
                 campaigns_pb2.DESCRIPTOR.services_by_name["Campaigns"].full_name,
+                calls_pb2.DESCRIPTOR.services_by_name["Calls"].full_name,
                 health.SERVICE_NAME,
                 reflection.SERVICE_NAME,
             ),
@@ -108,6 +116,7 @@ class VoiceAgentServer:
             rpc_services=[
                 (self.service, voice_agent_pb2.DESCRIPTOR.services_by_name["VoiceAgent"]),
                 (campaigns_service, campaigns_pb2.DESCRIPTOR.services_by_name["Campaigns"]),
+                (self.calls, calls_pb2.DESCRIPTOR.services_by_name["Calls"]),
             ],
             serving=lambda: self.serving,
             max_message_bytes=MAX_MESSAGE_BYTES,
@@ -121,6 +130,7 @@ class VoiceAgentServer:
     async def start(self) -> None:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.defaults.start()
+        self.calls.start()
         await self.server.start()
         self.service.loop_lag.start()
         await self.web.start()
@@ -183,6 +193,7 @@ class VoiceAgentServer:
         )  # ends WatchConfig streams, which would otherwise hold the drain
         await asyncio.gather(self.web.stop(grace or 0), self.server.stop(grace))
         await self.service.loop_lag.stop()
+        await self.calls.close()
         await self.backends.aclose()
         self.campaigns.close()
 
@@ -218,4 +229,9 @@ def run() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(serve(Settings.from_env()))
+    if tracing.configure("voice-agent"):
+        log.info("tracing: spans exported over OTLP/gRPC")
+    try:
+        asyncio.run(serve(Settings.from_env()))
+    finally:
+        tracing.shutdown()

@@ -11,17 +11,20 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
+from opentelemetry import trace
 from voiceagent.v1 import voice_agent_pb2 as pb
 from voiceagent.v1 import voice_agent_pb2_grpc as pb_grpc
 
 from server.audio import AudioFormatError, Format, OutboundAudio, validate_format
 from server.backends.registry import BackendError, Backends
 from server.backends.stt.base import TurnMode, TurnOptions
+from server.call_records import CallRecorder, CallRecording, recordings_dir, sip_users, utc_now
 from server.campaign_store import (
     CampaignNotFound,
     CampaignRecord,
     CampaignStore,
     ConfigConflict,
+    StoredCall,
 )
 from server.campaigns import version_from_etag
 from server.limits import SESSION_CONFIG_LIMITS, overlong
@@ -38,6 +41,7 @@ from server.options import (
 from server.sentences import SentenceSplitter, speakable
 from server.session import Session, SessionFailure, SessionSetup, stalled_client
 from server.settings import Settings
+from server.tracing import end_with_status, parent_from_metadata, start_session_span
 
 session_log = logging.getLogger("voice_agent.sessions")
 EAGER_RANGE_MS = (64, 2000)
@@ -169,10 +173,17 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
             self.no_sessions.clear()
             started, status = time.monotonic(), "OK"
             ending: tuple[grpc.StatusCode, str] | None = None
+            span = start_session_span(
+                setup.session_id,
+                parent_from_metadata(context.invocation_metadata()),
+                _span_attributes(setup),
+            )
             _log_session("session_start", setup, peer=context.peer())
-            stream = session.run(request_iterator)
+            recorder = self._call_recorder(setup, context, span)
+            stream = session.run(_observed(request_iterator, recorder))
             try:
                 async for message in stream:
+                    recorder.observe_response(message)
                     yield message
             except SessionFailure as failure:
                 # Abort outside this block: an abort raised here would chain the failure, whose
@@ -195,12 +206,44 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
                     turns=session.turns,
                     duration_s=round(time.monotonic() - started, 3),
                 )
+                span.set_attribute("voice_agent.turns", session.turns)
+                end_with_status(span, grpc.StatusCode[status], ending[1] if ending else "")
+                await recorder.finish(grpc.StatusCode[status], ending[1] if ending else "")
             if ending is not None:
                 del session
                 await context.abort(*ending)
         finally:
             self._active -= 1
             SESSIONS_ACTIVE.dec()
+
+    def _call_recorder(
+        self, setup: SessionSetup, context: grpc.aio.ServicerContext, span: trace.Span
+    ) -> CallRecorder:
+        """The session's call record (and recording, with RECORD_CALLS=1), started now."""
+        caller, called = sip_users(context.invocation_metadata())
+        transport = (
+            "sip" if caller or called else "web" if context.peer().startswith("ws:") else "grpc"
+        )
+        span_context = span.get_span_context()
+        call = StoredCall(
+            id=setup.session_id,
+            campaign_id=setup.config.campaign_id,
+            start_time=utc_now(),
+            transport=transport,
+            sip_caller=caller,
+            sip_called=called,
+            stt=setup.stt.name,
+            llm=f"{setup.llm.name}:{setup.llm_model}",
+            tts=f"{setup.tts.name}:{setup.voice}",
+            trace_id=format(span_context.trace_id, "032x") if span_context.is_valid else "",
+        )
+        recording = None
+        if self._settings.record_calls:
+            folder = recordings_dir(self._settings.data_path)
+            recording = CallRecording(
+                folder, setup.session_id, setup.input_format, setup.output_format
+            )
+        return CallRecorder(self._campaigns, call, recording)
 
     async def _resolve(self, config: pb.SessionConfig) -> SessionSetup:
         """Defaults, campaign, backends and formats for a new session; _Invalid says what is wrong.
@@ -441,6 +484,15 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
             )
 
 
+async def _observed(
+    requests: AsyncIterator[pb.ConverseRequest], recorder: CallRecorder
+) -> AsyncIterator[pb.ConverseRequest]:
+    """The requests, shown to the call record on their way to the session."""
+    async for request in requests:
+        recorder.observe_request(request)
+        yield request
+
+
 def _log_session(event: str, setup: SessionSetup, **fields: object) -> None:
     """One JSON line per session start and end: what log pipelines index and alert on."""
     record = {
@@ -453,6 +505,15 @@ def _log_session(event: str, setup: SessionSetup, **fields: object) -> None:
         **fields,
     }
     session_log.info(json.dumps(record))
+
+
+def _span_attributes(setup: SessionSetup) -> dict[str, str]:
+    return {
+        "voice_agent.stt": setup.stt.name,
+        "voice_agent.llm": f"{setup.llm.name}:{setup.llm_model}",
+        "voice_agent.tts": f"{setup.tts.name}:{setup.voice}",
+        "voice_agent.campaign_id": setup.config.campaign_id,
+    }
 
 
 class _Invalid(Exception):

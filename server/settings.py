@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a friendly, helpful voice assistant talking with someone on a call. "
@@ -47,6 +48,12 @@ class Settings:
     send_timeout_seconds: int = 20
     # The built web page served on http_port; empty: clients/web/dist in this checkout.
     web_dir: str = ""
+    # Where the SQLite store and call recordings live; empty: ~/.local/share/voice-agent.
+    data_dir: str = ""
+    # Keep both sides of every call as a wav under data_dir/recordings (RECORD_CALLS=1).
+    record_calls: bool = False
+    # Call records and recordings older than this are deleted (0: kept for ever).
+    call_retention_days: int = 0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -68,4 +75,11 @@ class Settings:
             idle_timeout_seconds=_int("IDLE_TIMEOUT_SECONDS", 60),
             send_timeout_seconds=_int("SEND_TIMEOUT_SECONDS", 20),
             web_dir=os.environ.get("VOICE_AGENT_WEB_DIR", ""),
+            data_dir=os.environ.get("VOICE_AGENT_DATA", ""),
+            record_calls=os.environ.get("RECORD_CALLS", "") not in ("", "0"),
+            call_retention_days=_int("CALL_RETENTION_DAYS", 0),
         )
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir) if self.data_dir else Path.home() / ".local/share/voice-agent"

@@ -106,6 +106,10 @@ class BridgeContext:
     def peer(self) -> str:
         return self._peer
 
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        """No gRPC metadata over HTTP (the WebSocket's token is checked before the servicer)."""
+        return ()
+
 
 def _connect_code(code: grpc.StatusCode) -> Code:
     return Code.CANCELED if code == grpc.StatusCode.CANCELLED else Code[code.name]

@@ -14,10 +14,12 @@ import collections
 import json
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import grpc
+from opentelemetry import trace
 from voiceagent.client import Conversation, VoiceAgentClient, linear16
 from voiceagent.v1 import voice_agent_pb2 as pb
 
@@ -36,6 +38,15 @@ from sip_bridge.routing import Codec, route_call
 from sip_bridge.sip import MediaStats, SipStack
 
 log = logging.getLogger("sip_bridge")
+TRACER = trace.get_tracer("voice_agent.sip_bridge")
+# Converse metadata naming the SIP users (the server keeps them in the call record).
+CALLER_METADATA = "x-voice-agent-sip-caller"
+CALLED_METADATA = "x-voice-agent-sip-called"
+
+
+def _metadata_value(user: str) -> str:
+    """A SIP user as a gRPC metadata value: printable ASCII only (others percent-encoded)."""
+    return urllib.parse.quote(user, safe="!#$&'()*+,/:;=?@[]~-._")[:128]
 
 
 @dataclass(frozen=True)
@@ -78,8 +89,34 @@ class CallSession:
             output_format=linear16(self.record.rate),
             campaign_id=self.record.campaign_id,
         )
+        # The server records who called whom, and its spans of this call join this one.
+        metadata = (
+            (CALLER_METADATA, _metadata_value(self.record.caller)),
+            (CALLED_METADATA, _metadata_value(self.record.called)),
+        )
+        span = TRACER.start_span(
+            "sip.call",
+            kind=trace.SpanKind.CLIENT,
+            attributes={
+                "sip.call_id": call_id,
+                "sip.caller": self.record.caller,
+                "sip.called": self.record.called,
+                "voice_agent.campaign_id": self.record.campaign_id,
+            },
+        )
         try:
-            async with self.bridge.client.converse(config) as conversation:
+            with trace.use_span(span, end_on_exit=True):
+                await self._converse(config, metadata)
+        finally:
+            if self.record.end("stream ended"):
+                stack.hangup(call_id)  # BYE from our side: the agent's stream is over
+
+    async def _converse(
+        self, config: pb.SessionConfig, metadata: tuple[tuple[str, str], ...]
+    ) -> None:
+        stack, call_id = self.bridge.stack, self.record.call_id
+        try:
+            async with self.bridge.client.converse(config, metadata) as conversation:
                 self.conversation = conversation
                 responses = aiter(conversation)
                 try:
@@ -100,9 +137,6 @@ class CallSession:
                 await self._receive(responses)
         except grpc.aio.AioRpcError as err:
             log.warning("call %d: stream ended: %s %s", call_id, err.code().name, err.details())
-        finally:
-            if self.record.end("stream ended"):
-                stack.hangup(call_id)  # BYE from our side: the agent's stream is over
 
     def _unavailable(self, why: object) -> None:
         log.warning("call %d: server not ready, answering 503: %s", self.record.call_id, why)
@@ -184,7 +218,7 @@ class Bridge:
         if self.on_load is not None:
             self.on_load(len(self.sessions))
 
-    def incoming(self, call_id: int, users: tuple[str, str], codec: Codec) -> None:
+    def incoming(self, call_id: int, users: tuple[str, str], codec: Codec, caller: str) -> None:
         refusal = admission(len(self.sessions), self.settings.max_calls)
         route = route_call(self.settings.routes, *users)
         if not refusal and not route.found:
@@ -193,7 +227,9 @@ class Bridge:
             log.info("call %d to %s refused: %d", call_id, users[0] or users[1], refusal)
             self.stack.answer(call_id, refusal)
             return
-        record = CallRecord(call_id, route.campaign_id, codec.rate)
+        record = CallRecord(
+            call_id, route.campaign_id, codec.rate, caller=caller, called=users[0] or users[1]
+        )
         session = CallSession(self, record)
         self.sessions[call_id] = session
         session.task = asyncio.create_task(session.run(), name=f"call-{call_id}")

@@ -31,6 +31,8 @@ class CallRecord:
     call_id: int
     campaign_id: str
     rate: int
+    caller: str = ""  # the From user
+    called: str = ""  # the To (or request URI) user
     state: CallState = CallState.RINGING
     end_reason: str = ""
 

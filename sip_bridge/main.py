@@ -12,6 +12,7 @@ import socket
 import sys
 from pathlib import Path
 
+from voiceagent import tracing
 from voiceagent.client import VoiceAgentClient
 
 from sip_bridge.bridge import Bridge, BridgeSettings
@@ -262,7 +263,10 @@ def main(argv: list[str] | None = None) -> None:
     workers = worker_count(args.max_calls, args.workers)
     if (workers > 1 or args.register) and args.worker_index < 0:  # the dispatcher registers
         sys.exit(asyncio.run(supervise(args, argv, workers)))
+    if tracing.configure("voice-agent-sip"):
+        log.info("tracing: spans exported over OTLP/gRPC")
     asyncio.run(run(args))
+    tracing.shutdown()  # flush the last calls' spans before the hard exit below
     # PJSIP is destroyed by now (SipStack.stop); skip the interpreter's teardown, which would
     # still finalize SWIG proxies of pjsua2 objects and can crash after a clean shutdown.
     logging.shutdown()

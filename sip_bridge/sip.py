@@ -65,7 +65,7 @@ class MediaStats:
 class CallEvents(Protocol):
     """What the asyncio side hears from the SIP thread (called on the event loop)."""
 
-    def incoming(self, call_id: int, users: tuple[str, str], codec: Codec) -> None: ...
+    def incoming(self, call_id: int, users: tuple[str, str], codec: Codec, caller: str) -> None: ...
     def ended(self, call_id: int, reason: str, stats: MediaStats) -> None: ...
     def dtmf(self, call_id: int, digit: str) -> None: ...
 
@@ -338,7 +338,11 @@ class SipStack:
         sdp = message.partition("\r\n\r\n")[2]
         self._send_answer(call, 180)
         self.post(
-            self.events.incoming, call.number, users, offered_codec(sdp, self.settings.wideband)
+            self.events.incoming,
+            call.number,
+            users,
+            offered_codec(sdp, self.settings.wideband),
+            uri_user(info.remoteUri),
         )
 
     def _answer(self, order: _Answer) -> None:

@@ -10,6 +10,7 @@ import string
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,15 @@ import pytest
 from server.campaign_store import (
     CAMPAIGN_FIELDS,
     MIGRATIONS,
+    CallNotFound,
     CampaignConflict,
     CampaignNotFound,
     CampaignStore,
     ConfigConflict,
     InvalidPageToken,
     SQLiteCampaignStore,
+    StoredCall,
+    StoredTurn,
     open_campaign_store,
 )
 
@@ -300,6 +304,87 @@ class StoreContract:
                 assert (seen.version, dict(seen.fields)) == (1, {"tts_voice": "bass"})
             finally:
                 await changes.aclose()
+
+    # call records
+
+    def test_a_call_is_written_as_it_goes_and_read_back(self, store: CampaignStore) -> None:
+        start = FROZEN
+        store.start_call(
+            StoredCall(
+                id="c1",
+                campaign_id="k",
+                start_time=start,
+                transport="sip",
+                sip_caller="alice",
+                sip_called="agent",
+                llm="l:m",
+            )
+        )
+        running, turns = store.get_call("c1")
+        assert (running.outcome, running.end_time, running.sip_caller, turns) == (
+            "",
+            None,
+            "alice",
+            [],
+        )
+        store.save_turn("c1", StoredTurn(1, "hi", "Hello there, how", True, '{"turn_id": 1}'))
+        store.save_turn("c1", StoredTurn(1, "hi", "Hello there,", True, '{"turn_id": 1}'))
+        store.save_turn("c1", StoredTurn(2, "bye", "Bye!", False, ""))
+        ended = replace(
+            running,
+            end_time=start + timedelta(seconds=9),
+            outcome="CALLER_HUNG_UP",
+            status_code="OK",
+            barge_ins=1,
+            duration_seconds=9.0,
+        )
+        store.end_call(ended)
+        call, turns = store.get_call("c1")
+        assert call == ended
+        assert [(t.turn_id, t.agent_text, t.barged_in) for t in turns] == [
+            (1, "Hello there,", True),
+            (2, "Bye!", False),
+        ]
+
+    def test_calls_list_newest_first_with_filters_and_pages(self, store: CampaignStore) -> None:
+        for i in range(7):
+            store.start_call(
+                StoredCall(
+                    id=f"c{i}",
+                    campaign_id="even" if i % 2 == 0 else "odd",
+                    start_time=FROZEN + timedelta(minutes=i),
+                )
+            )
+        ids, token = [], ""
+        while True:
+            page, token = store.list_calls(3, token)
+            ids += [c.id for c in page]
+            if not token:
+                break
+        assert ids == [f"c{i}" for i in reversed(range(7))]
+        even, _ = store.list_calls(10, campaign_id="even")
+        assert [c.id for c in even] == ["c6", "c4", "c2", "c0"]
+        window, _ = store.list_calls(
+            10,
+            start_after=FROZEN + timedelta(minutes=2),
+            start_before=FROZEN + timedelta(minutes=4),
+        )
+        assert [c.id for c in window] == ["c3", "c2"]
+
+    def test_calls_delete_and_retention(self, store: CampaignStore) -> None:
+        for i in range(3):
+            store.start_call(
+                StoredCall(id=f"c{i}", campaign_id="", start_time=FROZEN + timedelta(days=i))
+            )
+            store.save_turn(f"c{i}", StoredTurn(1, "u", "a", False, ""))
+        assert store.delete_call("c2").id == "c2"
+        with pytest.raises(CallNotFound):
+            store.get_call("c2")
+        with pytest.raises(CallNotFound):
+            store.delete_call("c2")
+        old = store.delete_calls_before(FROZEN + timedelta(days=1))
+        assert [c.id for c in old] == ["c0"]
+        assert [c.id for c in store.list_calls(10)[0]] == ["c1"]
 
     # schema
 

@@ -17,6 +17,7 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from voiceagent.tracing import trace_metadata
 from voiceagent.v1 import voice_agent_pb2 as pb
 from voiceagent.v1 import voice_agent_pb2_grpc as pb_grpc
 
@@ -75,8 +76,12 @@ class VoiceAgentClient:
                 raise TimeoutError(f"{self.target} not SERVING after {within:.0f} s")
             await asyncio.sleep(0.5)
 
-    def converse(self, config: pb.SessionConfig) -> Conversation:
-        return Conversation(self.stub, config, self._metadata)
+    def converse(
+        self, config: pb.SessionConfig, metadata: Sequence[tuple[str, str]] = ()
+    ) -> Conversation:
+        """One Converse stream; `metadata` is sent beside the token (the SIP bridge names the
+        caller there), and so is the current OpenTelemetry span's context, if any."""
+        return Conversation(self.stub, config, (*self._metadata, *metadata, *trace_metadata()))
 
 
 class Conversation:
