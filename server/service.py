@@ -41,7 +41,7 @@ from server.options import (
 from server.sentences import SentenceSplitter, speakable
 from server.session import Session, SessionFailure, SessionSetup, stalled_client
 from server.settings import Settings
-from server.tracing import end_with_status, parent_from_metadata, start_session_span
+from server.tracing import TurnSpans, end_with_status, parent_from_metadata, start_session_span
 
 session_log = logging.getLogger("voice_agent.sessions")
 EAGER_RANGE_MS = (64, 2000)
@@ -180,10 +180,13 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
             )
             _log_session("session_start", setup, peer=context.peer())
             recorder = self._call_recorder(setup, context, span)
-            stream = session.run(_observed(request_iterator, recorder))
+            turn_spans = TurnSpans(span, setup.session_id) if span.is_recording() else None
+            stream = session.run(_observed(request_iterator, recorder, turn_spans))
             try:
                 async for message in stream:
                     recorder.observe_response(message)
+                    if turn_spans is not None:
+                        turn_spans.response(message, time.time_ns())
                     yield message
             except SessionFailure as failure:
                 # Abort outside this block: an abort raised here would chain the failure, whose
@@ -485,11 +488,15 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
 
 
 async def _observed(
-    requests: AsyncIterator[pb.ConverseRequest], recorder: CallRecorder
+    requests: AsyncIterator[pb.ConverseRequest],
+    recorder: CallRecorder,
+    turn_spans: TurnSpans | None,
 ) -> AsyncIterator[pb.ConverseRequest]:
-    """The requests, shown to the call record on their way to the session."""
+    """The requests, shown to the call record and the turn spans on their way to the session."""
     async for request in requests:
         recorder.observe_request(request)
+        if turn_spans is not None:
+            turn_spans.request(request.WhichOneof("request"), time.time_ns())
         yield request
 
 

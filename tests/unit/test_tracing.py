@@ -68,6 +68,26 @@ async def test_a_session_span_joins_the_callers_trace(
     assert session.attributes["voice_agent.turns"] == 1
     assert session.status.is_ok
 
+    finished = spans.get_finished_spans()
+    (turn,) = [span for span in finished if span.name == "turn"]
+    assert turn.parent is not None and turn.parent.span_id == session.context.span_id
+    assert (
+        turn.attributes["voice_agent.from_text"]
+        and turn.attributes["voice_agent.session_id"] == session_id
+    )
+    stages = {
+        span.name: span
+        for span in finished
+        if span.parent and span.parent.span_id == turn.context.span_id
+    }
+    assert set(stages) == {"llm", "tts"}  # a typed turn has no speech to transcribe
+    assert [e.name for e in stages["llm"].events] == ["first_token"]
+    assert [e.name for e in stages["tts"].events] == ["first_audio"]
+    metrics = call.of("metrics")[0]
+    first_audio_ms = (stages["tts"].events[0].timestamp - turn.start_time) / 1e6
+    assert abs(first_audio_ms - metrics.tts_first_audio_ms) < 1
+    assert turn.start_time <= stages["llm"].start_time <= stages["llm"].end_time <= turn.end_time
+
 
 async def test_configure_exports_over_otlp_only_when_an_endpoint_is_set() -> None:
     collector = FakeOtlpCollector()
