@@ -6,7 +6,11 @@ import { cpSync, mkdirSync, rmSync } from "node:fs";
 rmSync("dist", { recursive: true, force: true });
 mkdirSync("dist");
 await build({
-  entryPoints: { app: "src/main.ts", "capture-worklet": "src/capture-worklet.ts" },
+  entryPoints: {
+    app: "src/main.ts",
+    "calls-view": "src/calls-view.ts",
+    "capture-worklet": "src/capture-worklet.ts",
+  },
   bundle: true,
   format: "esm",
   target: "es2022",

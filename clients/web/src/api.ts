@@ -3,6 +3,7 @@
 
 import { createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
+import { Calls } from "./gen/voiceagent/v1/calls_pb";
 import { Campaigns } from "./gen/voiceagent/v1/campaigns_pb";
 import { VoiceAgent } from "./gen/voiceagent/v1/voice_agent_pb";
 
@@ -32,3 +33,4 @@ const transport = createConnectTransport({
 
 export const voiceAgent = createClient(VoiceAgent, transport);
 export const campaigns = createClient(Campaigns, transport);
+export const calls = createClient(Calls, transport);
