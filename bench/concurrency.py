@@ -73,11 +73,15 @@ PLOT = ROOT / "bench" / "concurrency.png"
 
 def serve(max_sessions: int, max_seconds: float, port: int) -> None:
     """A VoiceAgentServer with scripted backends; prints its port, ends on SIGTERM or stdin EOF."""
+    from voiceagent import tracing
+
     from bench.scripted_backends import BenchLLM, BenchSTT, BenchTTS
     from bench.server_process import serve_for_parent
     from server.backends.registry import Backends
     from server.main import VoiceAgentServer
     from server.settings import Settings
+
+    tracing.configure("voice-agent")  # only with OTEL_EXPORTER_OTLP_ENDPOINT, as the server does
 
     async def main() -> None:
         backends = Backends(
