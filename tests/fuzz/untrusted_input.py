@@ -31,7 +31,7 @@ with atheris.instrument_imports():
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
-from server.campaigns import MAX_VERSION, _version
+from server.campaigns import MAX_VERSION, version_from_etag
 from server.web import BoundedGzip
 
 GZIP_LIMIT = 1 << 20  # smaller than the server's 4 MiB, so the fuzzer reaches it
@@ -100,7 +100,7 @@ def gzip_body(raw: bytes) -> None:
 
 
 def etag(raw: bytes) -> None:
-    version = _version(raw.decode("utf-8", "replace"))
+    version = version_from_etag(raw.decode("utf-8", "replace"))
     assert version is None or 0 <= version <= MAX_VERSION
 
 
