@@ -243,9 +243,12 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
         recording = None
         if self._settings.record_calls:
             folder = recordings_dir(self._settings.data_path)
-            recording = CallRecording(
-                folder, setup.session_id, setup.input_format, setup.output_format
-            )
+            try:
+                recording = CallRecording(
+                    folder, setup.session_id, setup.input_format, setup.output_format
+                )
+            except OSError as err:  # a full or read-only disk costs the recording, not the call
+                session_log.error("call %s: not recorded: %s", setup.session_id, err)
         return CallRecorder(self._campaigns, call, recording)
 
     async def _resolve(self, config: pb.SessionConfig) -> SessionSetup:
