@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import re
 import statistics
@@ -164,14 +165,17 @@ def main() -> None:
     if args.command == "serve":
         serve(args.database_url, args.max_seconds)
         return
+    load = os.getloadavg()[0]
     rows = {store: run(store, args.updates) for store in ("postgresql", "sqlite")}
+    load = max(load, os.getloadavg()[0])
     lines = [
         "## Shared config: UpdateConfig on one replica to WatchConfig on every other",
         "",
         f"`.venv/bin/python bench/config_propagation.py --updates {args.updates} --write`: "
         f"{REPLICAS} server processes (scripted backends) on one store; UpdateConfig on the first "
         "at random intervals (50-250 ms); for each, the time from sending it to its version on "
-        "the last of the other two replicas' WatchConfig streams (goal: p99 under 1 s).",
+        "the last of the other two replicas' WatchConfig streams (goal: p99 under 1 s). "
+        f"{os.cpu_count()} cores, load average up to {load:.1f} during the run.",
         "",
         "| store | updates | median ms | p99 ms | max ms |",
         "|---|---|---|---|---|",

@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args()
     collector = start_collector()
+    load = os.getloadavg()[0]
     runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
     for _ in range(args.rounds):
         for traced in (False, True):
@@ -82,6 +83,7 @@ def main() -> None:
                 flush=True,
             )
     spans = len(collector.spans)
+    load = max(load, os.getloadavg()[0])
 
     def median(traced: bool, key: str) -> float:
         return statistics.median(r[key] for r in runs[traced])
@@ -96,7 +98,8 @@ def main() -> None:
         f"{args.seconds:g} --rounds {args.rounds} --write`: one server process, {args.streams} "
         "real-time streams of talk (bench/concurrency.py's load), tracing off (no "
         "OTEL_EXPORTER_OTLP_ENDPOINT) and on (every span exported over OTLP/gRPC to a receiver on "
-        f"loopback; {spans} spans received), alternating; medians of {args.rounds} rounds.",
+        f"loopback; {spans} spans received), alternating; medians of {args.rounds} rounds; "
+        f"{os.cpu_count()} cores, load average up to {load:.1f}.",
         "",
         "| tracing | server CPU (cores) | CPU per stream (% of a core) | frame delay p99 ms |",
         "|---|---|---|---|",
