@@ -59,6 +59,7 @@ from voiceagent.v1 import voice_agent_pb2 as pb
 from voiceagent.v1 import voice_agent_pb2_grpc as pb_grpc
 
 from server import audio
+from server.agent_response import AgentResponse
 from server.audio import Format
 from server.backends.llm.base import ChatMessage
 from server.limits import (
@@ -68,7 +69,7 @@ from server.limits import (
     MAX_NAME,
     MAX_SYSTEM_PROMPT,
 )
-from server.session import AgentResponse, Session
+from server.session import Session
 from tests.conftest import Call
 from tests.unit.conftest import Scripted, StartServer
 from tests.unit.scripted import ScriptedLLM, silence, tone
@@ -557,7 +558,7 @@ def live_session_objects(s: Scripted) -> list[object]:
         o
         for o in gc.get_objects()
         if (isinstance(o, Session) and o.setup.backends is s.server.backends)
-        or (isinstance(o, AgentResponse) and o.session.setup.backends is s.server.backends)
+        or (isinstance(o, AgentResponse) and o.tts is s.tts)
     ]
 
 
