@@ -20,6 +20,7 @@ from server.backends.base import BackendUnavailable
 from server.backends.llm.base import LLM, ChatMessage
 from server.backends.tts.base import TTS, Encoding, TTSTurn
 from server.sentences import SentenceSplitter, speakable
+from server.status import StatusError
 from server.tasks import cancel_and_wait
 
 # The agent's text goes out once per sentence piece (as it goes to TTS), or after this long:
@@ -140,15 +141,11 @@ class AgentResponse:
         # send times, which exist once it is committed.
         await self.wait_committed()
         if self.failure:
-            self.emit(
-                pb.ConverseResponse(
-                    error=pb.Error(
-                        code=grpc.StatusCode.UNAVAILABLE.value[0],
-                        message=f"the answer to turn {self.turn_id} stopped: {self.failure}; "
-                        "the call goes on",
-                    )
-                )
+            stopped = StatusError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the answer to turn {self.turn_id} stopped: {self.failure}; the call goes on",
             )
+            self.emit(pb.ConverseResponse(error=stopped.to_proto()))
         self.emit(agent_text(self.turn_id, final=True, text=self.text))
         self.emit(
             pb.ConverseResponse(event=pb.Event(type=pb.AGENT_TURN_DONE, turn_id=self.turn_id))

@@ -26,8 +26,8 @@ from server.campaigns import CampaignsService
 from server.limits import MAX_MESSAGE_BYTES
 from server.options import Defaults, ServerDefaults
 from server.service import VoiceAgentService
-from server.session import SessionFailure
 from server.settings import Settings
+from server.status import StatusError
 from server.web import WEB_DIR, WebGateway
 
 log = logging.getLogger("voice_agent")
@@ -160,7 +160,7 @@ class VoiceAgentServer:
             await asyncio.wait_for(self.service.no_sessions.wait(), seconds)
         for session in list(self.service.sessions):
             session.fail(
-                SessionFailure(
+                StatusError(
                     grpc.StatusCode.UNAVAILABLE,
                     f"server shut down before the turn ended (DRAIN_SECONDS={seconds:g}); reconnect",
                 )

@@ -37,6 +37,7 @@ from server.limits import (
 )
 from server.metrics import BACKCHANNELS, observe_turn
 from server.options import OptionError, llm_backend_for, tts_backend_for
+from server.status import StatusError, status_for
 from server.tasks import cancel_and_wait
 from server.turn_words import interrupts, is_short_acknowledgement
 
@@ -47,25 +48,6 @@ MAX_AUDIO_SECONDS = 2  # per audio message; clients send 20-100 ms frames
 # Speech over the agent longer than this is an interruption whatever its words ("yeah, yeah,
 # okay, sure" is about a second).
 MAX_BACKCHANNEL_SECONDS = 1.5
-
-
-class SessionFailure(Exception):
-    """Ends the stream with a gRPC status after an in-stream Error message."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def stalled_client(limit: float) -> SessionFailure:
-    """How a session ends whose client has read nothing for `limit` seconds (its transport's
-    send timed out, SEND_TIMEOUT_SECONDS)."""
-    return SessionFailure(
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        f"the client read no response for {limit:g} s (SEND_TIMEOUT_SECONDS): closing the "
-        "session; read the stream as it comes",
-    )
 
 
 @dataclass
@@ -108,7 +90,7 @@ class Session:
         self._speculative: AgentResponse | None = None
         self._current: AgentResponse | None = None  # the committed answer being sent or played
         self._turn_id = 0
-        self._failure: SessionFailure | None = None
+        self._failure: StatusError | None = None
         self._closed = False
         self._user_turn_open = False
         # START_OF_TURN of speech heard while the agent talked, until its words tell an
@@ -130,7 +112,7 @@ class Session:
         self._put(message)
         if self._out_bytes > MAX_OUTPUT_BUFFER_BYTES:
             self.fail(
-                SessionFailure(
+                StatusError(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"more than {MAX_OUTPUT_BUFFER_BYTES} bytes of responses wait for the client "
                     "to read them: closing the session; read the stream as it comes",
@@ -169,10 +151,10 @@ class Session:
             return
         exc = task.exception()
         if exc is not None:
-            if isinstance(exc, SessionFailure):
+            if isinstance(exc, StatusError):
                 self.fail(exc)
             elif isinstance(exc, BackendUnavailable):
-                self.fail(SessionFailure(grpc.StatusCode.UNAVAILABLE, str(exc)))
+                self.fail(StatusError(grpc.StatusCode.UNAVAILABLE, str(exc)))
             else:
                 log.exception(
                     "session %s: task %s failed",
@@ -180,22 +162,16 @@ class Session:
                     task.get_name(),
                     exc_info=exc,
                 )
-                self.fail(
-                    SessionFailure(grpc.StatusCode.INTERNAL, f"{task.get_name()} failed: {exc}")
-                )
+                self.fail(StatusError(grpc.StatusCode.INTERNAL, f"{task.get_name()} failed: {exc}"))
 
-    def fail(self, failure: SessionFailure) -> None:
+    def fail(self, failure: StatusError) -> None:
         if self._failure is None:
             self._failure = failure
             if not self._writable.is_set():  # a client this far behind loses what it did not read
                 while not self._out.empty():
                     self._out.get_nowait()
                 self._out_bytes = 0
-            self._put(
-                pb.ConverseResponse(
-                    error=pb.Error(code=failure.code.value[0], message=failure.message)
-                )
-            )
+            self._put(pb.ConverseResponse(error=failure.to_proto()))
             self._put(None)
 
     def _end(self) -> None:
@@ -242,7 +218,7 @@ class Session:
             if answering:
                 self._last_input = time.monotonic()
             elif time.monotonic() - self._last_input > limit:
-                raise SessionFailure(
+                raise StatusError(
                     grpc.StatusCode.DEADLINE_EXCEEDED,
                     f"no audio or text for {limit:.0f} s (IDLE_TIMEOUT_SECONDS); closing the session",
                 )
@@ -250,7 +226,7 @@ class Session:
     async def run(
         self, requests: AsyncIterator[pb.ConverseRequest]
     ) -> AsyncGenerator[pb.ConverseResponse, None]:
-        """Yield the responses of the conversation until it ends; raise SessionFailure if it failed."""
+        """Yield the responses of the conversation until it ends; raise StatusError if it failed."""
         try:
             self._stt_stream = self.setup.stt.open_stream(self.setup.turn_options)
             yield pb.ConverseResponse(
@@ -304,7 +280,7 @@ class Session:
             kind = request.WhichOneof("request")
             if kind == "audio":
                 if len(request.audio) > max_audio:
-                    raise SessionFailure(
+                    raise StatusError(
                         grpc.StatusCode.INVALID_ARGUMENT,
                         f"an audio message has {len(request.audio)} bytes; at most {max_audio} "
                         f"({MAX_AUDIO_SECONDS} s in the input format) are accepted: send 20-100 ms frames",
@@ -321,13 +297,13 @@ class Session:
                 self._end()
                 return
             elif kind == "config":
-                raise SessionFailure(
+                raise StatusError(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     "config is only accepted as the first message; send `update` to change the "
                     "model or voice mid-call",
                 )
             else:
-                raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT, "empty ConverseRequest")
+                raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, "empty ConverseRequest")
         # Half-close: let the agent finish what it is saying, then end.
         for response in (self._speculative, self._current):
             if response is not None and response.task is not None and response.committed:
@@ -348,9 +324,9 @@ class Session:
     async def _on_text(self, text: str) -> None:
         text = text.strip()
         if not text:
-            raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT, "text turn is empty")
+            raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, "text turn is empty")
         if len(text) > MAX_TEXT_TURN:
-            raise SessionFailure(
+            raise StatusError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"text turn has {len(text)} characters; the limit is {MAX_TEXT_TURN}",
             )
@@ -362,11 +338,13 @@ class Session:
             and now - self._last_text_turn_at < MIN_TEXT_INTERRUPT_SECONDS
         ):
             # A flood of typed turns must not start (and cut) an answer per message.
-            self._error(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"typed turn refused: the agent is still answering turn {answering.turn_id}, and "
-                f"typed turns may interrupt an answer at most once every "
-                f"{MIN_TEXT_INTERRUPT_SECONDS:g} s; wait for AGENT_TURN_DONE, or send it later",
+            self._refuse(
+                StatusError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"typed turn refused: the agent is still answering turn {answering.turn_id}, and "
+                    f"typed turns may interrupt an answer at most once every "
+                    f"{MIN_TEXT_INTERRUPT_SECONDS:g} s; wait for AGENT_TURN_DONE, or send it later",
+                )
             )
             return
         self._last_text_turn_at = now
@@ -383,14 +361,16 @@ class Session:
         """
         fields = ("llm_model", "tts_voice", "system_prompt")
         if (why := overlong(update, CONFIG_UPDATE_LIMITS, "update")) is not None:
-            self._error(grpc.StatusCode.INVALID_ARGUMENT, why)
+            self._refuse(StatusError(grpc.StatusCode.INVALID_ARGUMENT, why))
             return
         paths = list(update.update_mask.paths) or [f for f in fields if getattr(update, f)]
         unknown = [p for p in paths if p not in fields]
         if unknown:
-            self._error(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"update.update_mask names unknown field {unknown[0]!r}; fields: {', '.join(fields)}",
+            self._refuse(
+                StatusError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"update.update_mask names unknown field {unknown[0]!r}; fields: {', '.join(fields)}",
+                )
             )
             return
         backends = self.setup.backends
@@ -406,7 +386,7 @@ class Session:
                 else ""
             )
         except OptionError as err:
-            self._error(grpc.StatusCode.NOT_FOUND, str(err))
+            self._refuse(status_for(err))
             return
         self._spawn(self._switch(update, paths, llm_name, tts_name), "config-update")
 
@@ -418,7 +398,7 @@ class Session:
             llm = await backends.get_llm(llm_name) if llm_name else self.llm
             tts = await backends.get_tts(tts_name) if tts_name else self.tts
         except BackendError as err:
-            self._error(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+            self._refuse(status_for(err))
             return
         applied = []
         if "llm_model" in paths:
@@ -435,9 +415,9 @@ class Session:
         )
         self._warm()
 
-    def _error(self, code: grpc.StatusCode, message: str) -> None:
-        """A request the session refuses without ending the call."""
-        self.send(pb.ConverseResponse(error=pb.Error(code=code.value[0], message=message)))
+    def _refuse(self, status: StatusError) -> None:
+        """A request the session refuses without ending the call: an Error message."""
+        self.send(pb.ConverseResponse(error=status.to_proto()))
 
     # --- turns ------------------------------------------------------------------------------
 
