@@ -33,6 +33,7 @@ from server.sentences import SentenceSplitter, speakable
 from server.session import Session, SessionSetup
 from server.settings import Settings
 from server.status import StatusError, abort, stalled_client, status_for
+from server.tasks import TaskSet
 
 session_log = logging.getLogger("voice_agent.sessions")
 EAGER_RANGE_MS = (64, 2000)
@@ -62,13 +63,19 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
         self._ready = ready
         self._defaults = defaults
         self._campaigns = campaigns
-        self._preloads: set[asyncio.Future[object]] = set()
+        # UpdateConfig's loads of a new default model or voice, in the background
+        self._preloads = TaskSet(_preload_failed, name_prefix="preload:")
         self.draining = False
         self.no_sessions = asyncio.Event()  # set while no session runs: what a drain waits for
         self.no_sessions.set()
         self._active = 0
         self.sessions: set[Session] = set()
         self.loop_lag = LoopLagMonitor(settings.max_loop_lag_ms)
+
+    async def aclose(self) -> None:
+        """Server stop: end the background work this servicer started."""
+        await self._preloads.cancel_all()
+        await self.loop_lag.stop()
 
     async def Converse(
         self,
@@ -354,7 +361,7 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
             ("stt", value.stt),
         ):
             if not self._backends.loaded(kind, name):  # type: ignore[arg-type]
-                self._preloads.add(asyncio.ensure_future(self._backends.get(kind, name)))  # type: ignore[arg-type]
+                self._preloads.spawn(self._backends.get(kind, name), f"{kind}:{name}")  # type: ignore[arg-type]
         return value.to_proto()
 
     async def WatchConfig(
@@ -423,6 +430,11 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
                 context,
                 StatusError(grpc.StatusCode.UNAVAILABLE, f"{tts.name} could not synthesize: {err}"),
             )
+
+
+def _preload_failed(task: asyncio.Task[object], exc: BaseException) -> None:
+    """A session that picks this backend gets the load error itself; here it is only logged."""
+    session_log.warning("%s failed: %s", task.get_name(), exc)
 
 
 def _log_session(event: str, setup: SessionSetup, **fields: object) -> None:

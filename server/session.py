@@ -2,17 +2,16 @@
 
 Each answer is an `AgentResponse` (server/agent_response.py) that sends through `send`.
 
-Every task a session starts is owned by it (`_spawn`) and cancelled by `close()`, which runs
+Every task a session starts is owned by its TaskSet and cancelled by `close()`, which runs
 whichever way the stream ends: hangup, half-close, client gone, or failure.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +37,7 @@ from server.limits import (
 from server.metrics import BACKCHANNELS, observe_turn
 from server.options import OptionError, llm_backend_for, tts_backend_for
 from server.status import StatusError, status_for
-from server.tasks import cancel_and_wait
+from server.tasks import TaskSet, cancel_and_wait
 from server.turn_words import interrupts, is_short_acknowledgement
 
 log = logging.getLogger(__name__)
@@ -85,7 +84,7 @@ class Session:
         self._writable = asyncio.Event()
         self._writable.set()
         self._warming: asyncio.Task[Any] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(self._task_failed, name_prefix=f"{setup.session_id[:8]}:")
         self._stt_stream: STTStream | None = None
         self._speculative: AgentResponse | None = None
         self._current: AgentResponse | None = None  # the committed answer being sent or played
@@ -139,30 +138,17 @@ class Session:
         """Return once the client has read enough for more audio to be queued."""
         await self._writable.wait()
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro, name=f"{self.setup.session_id[:8]}:{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            if isinstance(exc, StatusError):
-                self.fail(exc)
-            elif isinstance(exc, BackendUnavailable):
-                self.fail(StatusError(grpc.StatusCode.UNAVAILABLE, str(exc)))
-            else:
-                log.exception(
-                    "session %s: task %s failed",
-                    self.setup.session_id,
-                    task.get_name(),
-                    exc_info=exc,
-                )
-                self.fail(StatusError(grpc.StatusCode.INTERNAL, f"{task.get_name()} failed: {exc}"))
+    def _task_failed(self, task: asyncio.Task[Any], exc: BaseException) -> None:
+        """A task of the session failed: the session ends with a status saying why."""
+        if isinstance(exc, StatusError):
+            self.fail(exc)
+        elif isinstance(exc, BackendUnavailable):
+            self.fail(StatusError(grpc.StatusCode.UNAVAILABLE, str(exc)))
+        else:
+            log.exception(
+                "session %s: task %s failed", self.setup.session_id, task.get_name(), exc_info=exc
+            )
+            self.fail(StatusError(grpc.StatusCode.INTERNAL, f"{task.get_name()} failed: {exc}"))
 
     def fail(self, failure: StatusError) -> None:
         if self._failure is None:
@@ -234,10 +220,10 @@ class Session:
                     session_id=self.setup.session_id, config=self.setup.config
                 )
             )
-            self._spawn(self._read(requests), "read")
-            self._spawn(self._follow_turns(self._stt_stream), "turns")
+            self._tasks.spawn(self._read(requests), "read")
+            self._tasks.spawn(self._follow_turns(self._stt_stream), "turns")
             if self.setup.idle_timeout > 0:
-                self._spawn(self._watch_idle(self.setup.idle_timeout), "idle-watch")
+                self._tasks.spawn(self._watch_idle(self.setup.idle_timeout), "idle-watch")
             if self.setup.greeting:
                 self._start_response(
                     user_text="",
@@ -260,15 +246,11 @@ class Session:
         if self._closed:
             return
         self._closed = True
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
-        if self._stt_stream is not None:
-            await self._stt_stream.aclose()
+        try:
+            await self._tasks.cancel_all()
+        finally:
+            if self._stt_stream is not None:
+                await self._stt_stream.aclose()
 
     # --- input ------------------------------------------------------------------------------
 
@@ -388,7 +370,7 @@ class Session:
         except OptionError as err:
             self._refuse(status_for(err))
             return
-        self._spawn(self._switch(update, paths, llm_name, tts_name), "config-update")
+        self._tasks.spawn(self._switch(update, paths, llm_name, tts_name), "config-update")
 
     async def _switch(
         self, update: pb.ConfigUpdate, paths: list[str], llm_name: str, tts_name: str
@@ -576,7 +558,7 @@ class Session:
         if committed:
             response.commit()
             self._current = response
-        response.task = self._spawn(self._respond(response), f"respond-{response.turn_id}")
+        response.task = self._tasks.spawn(self._respond(response), f"respond-{response.turn_id}")
         return response
 
     async def _respond(self, response: AgentResponse) -> None:
@@ -594,7 +576,7 @@ class Session:
         history = [self.history[0], *self.history[1:][-HISTORY_MESSAGES:]]
         if self._warming is not None:  # one at a time: a stale warm-up is wasted model time
             self._warming.cancel()
-        self._warming = self._spawn(self.llm.warm(history, self.llm_model), "llm-warm")
+        self._warming = self._tasks.spawn(self.llm.warm(history, self.llm_model), "llm-warm")
 
     async def _barge_in(self, detected_at: float, during_playback: bool = True) -> None:
         """The user spoke: stop the agent if it is talking, keep in history what was heard."""
@@ -607,7 +589,7 @@ class Session:
         self._current = None
         was_running = response.task is not None and not response.task.done()
         if was_running:
-            await cancel_and_wait(response.task)  # type: ignore[arg-type]
+            await cancel_and_wait(response.task)
         stopped = time.monotonic()
         heard = response.spoken_text(stopped)
         if response.history_entry is not None:

@@ -52,6 +52,7 @@ from wsproto.extensions import PerMessageDeflate
 from server.auth import authorized, denial
 from server.limits import MAX_COMPRESSION_RATIO, MIN_INFLATE_BYTES
 from server.status import StatusError, stalled_client
+from server.tasks import cancel_and_wait
 
 log = logging.getLogger("voice_agent.web")
 
@@ -515,10 +516,8 @@ class WebGateway:
             await asyncio.wait({pump, reader}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._calls.discard(pump)
-            for task in (pump, reader):
-                task.cancel()
             # Cancelling the pump cancels the session, as grpc does when a client goes away.
-            await asyncio.gather(pump, reader, return_exceptions=True)
+            await cancel_and_wait(pump, reader)
         if reader.done() and not reader.cancelled():  # the reader ended the call
             if reader.exception() is not None:
                 log.warning("reading a WebSocket failed", exc_info=reader.exception())
