@@ -27,6 +27,7 @@ from server.campaign_store import (
     StoredTurn,
 )
 from server.campaigns import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from server.status import StatusError, abort
 
 T = TypeVar("T")
 log = logging.getLogger("voice_agent.calls")
@@ -79,7 +80,10 @@ class CallsService(cpb_grpc.CallsServicer):
         self, request: cpb.ListCallsRequest, context: grpc.aio.ServicerContext
     ) -> cpb.ListCallsResponse:
         if request.page_size < 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size must not be negative")
+            await abort(
+                context,
+                StatusError(grpc.StatusCode.INVALID_ARGUMENT, "page_size must not be negative"),
+            )
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after = request.start_after.ToDatetime(UTC) if request.HasField("start_after") else None
         before = request.start_before.ToDatetime(UTC) if request.HasField("start_before") else None
@@ -91,10 +95,12 @@ class CallsService(cpb_grpc.CallsServicer):
                 ),
             )
         except InvalidPageToken:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "page_token is not one this server returned"
+            await abort(
+                context,
+                StatusError(
+                    grpc.StatusCode.INVALID_ARGUMENT, "page_token is not one this server returned"
+                ),
             )
-            raise
         return cpb.ListCallsResponse(calls=[to_proto(c) for c in calls], next_page_token=token)
 
     async def GetCall(
@@ -117,11 +123,13 @@ class CallsService(cpb_grpc.CallsServicer):
         call, _ = await self._find(request.id, context)
         path = self._recordings / call.recording if call.recording else None
         if path is None or not path.is_file():
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND,
-                f"call {request.id!r} has no recording (the server records with RECORD_CALLS=1)",
+            await abort(
+                context,
+                StatusError(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"call {request.id!r} has no recording (the server records with RECORD_CALLS=1)",
+                ),
             )
-            return
         with path.open("rb") as wav:
             while chunk := await asyncio.to_thread(wav.read, RECORDING_CHUNK_BYTES):
                 yield cpb.CallRecordingChunk(data=chunk)
@@ -130,12 +138,13 @@ class CallsService(cpb_grpc.CallsServicer):
         self, call_id: str, context: grpc.aio.ServicerContext
     ) -> tuple[StoredCall, list[StoredTurn]]:
         if not call_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "id is required")
+            await abort(context, StatusError(grpc.StatusCode.INVALID_ARGUMENT, "id is required"))
         try:
             return await self._stored(context, lambda: self._store.get_call(call_id))
         except CallNotFound:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"call {call_id!r} not found")
-            raise
+            await abort(
+                context, StatusError(grpc.StatusCode.NOT_FOUND, f"call {call_id!r} not found")
+            )
 
     async def _stored(self, context: grpc.aio.ServicerContext, read: Callable[[], T]) -> T:
         """A store call in a worker thread; a database that cannot be reached is UNAVAILABLE."""
@@ -144,10 +153,13 @@ class CallsService(cpb_grpc.CallsServicer):
         except (CallNotFound, InvalidPageToken):
             raise
         except Exception as err:
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE, f"call store unavailable: {type(err).__name__}: {err}"
+            await abort(
+                context,
+                StatusError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"call store unavailable: {type(err).__name__}: {err}",
+                ),
             )
-            raise
 
     def _remove_recording(self, call: StoredCall) -> None:
         if call.recording:
