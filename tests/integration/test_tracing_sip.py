@@ -41,7 +41,7 @@ async def test_a_sip_calls_spans_join_and_its_record_names_the_caller(
         question = speak("What is the capital of France?", RATE)
         write_wav(
             tmp_path / "question.wav",
-            np.concatenate([pause(1.0, RATE), question, pause(8.0, RATE)]),
+            np.concatenate([pause(1.0, RATE), question, pause(14.0, RATE)]),
             RATE,
         )
         sip_port = free_udp_port(2)
@@ -56,14 +56,14 @@ async def test_a_sip_calls_spans_join_and_its_record_names_the_caller(
                     "-e",
                     f"/dial sip:agent@127.0.0.1:{bridge.sip_port}",
                     "-t",
-                    "20",
+                    "30",
                 ],
                 capture_output=True,
                 text=True,
                 timeout=60,
             )
             assert "Call established" in call.stdout, call.stdout[-3000:]
-            await asyncio.to_thread(bridge.wait_for, "call ended", 15)
+            await asyncio.to_thread(bridge.wait_for, "call ended", 30)
 
         def complete(spans: list[ReceivedSpan]) -> bool:
             names = {(s.service, s.name) for s in spans}
@@ -73,7 +73,7 @@ async def test_a_sip_calls_spans_join_and_its_record_names_the_caller(
                 ("voice-agent", "tts"),
             } <= names
 
-        spans = await collector.wait_for(complete, within=30)
+        spans = await collector.wait_for(complete, within=60)
         sip_call = one(spans, "sip.call", "voice-agent-sip")
         session = one(spans, "session", "voice-agent")
         assert (session.trace_id, session.parent_span_id) == (sip_call.trace_id, sip_call.span_id)
