@@ -218,6 +218,9 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
                 raise
             finally:
                 await stream.aclose()  # at once, not when the garbage collector gets to it
+                # The record's end is written before the session counts as gone: a drain that
+                # saw no sessions would stop the server under the write.
+                await recorder.finish(grpc.StatusCode[status], ending.message if ending else "")
                 self.sessions.discard(session)
                 if not self.sessions:
                     self.no_sessions.set()
@@ -230,7 +233,6 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
                 )
                 span.set_attribute("voice_agent.turns", session.turns)
                 end_with_status(span, grpc.StatusCode[status], ending.message if ending else "")
-                await recorder.finish(grpc.StatusCode[status], ending.message if ending else "")
             if ending is not None:
                 del session
                 await abort(context, ending)
