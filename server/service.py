@@ -200,7 +200,7 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
             _log_session("session_start", setup, peer=context.peer())
             recorder = self._call_recorder(setup, context, span)
             turn_spans = TurnSpans(span, setup.session_id) if span.is_recording() else None
-            stream = session.run(_observed(request_iterator, recorder, turn_spans))
+            stream = session.run(_Observed(request_iterator, recorder, turn_spans))
             try:
                 async for message in stream:
                     recorder.observe_response(message)
@@ -511,17 +511,31 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
             )
 
 
-async def _observed(
-    requests: AsyncIterator[pb.ConverseRequest],
-    recorder: CallRecorder,
-    turn_spans: TurnSpans | None,
-) -> AsyncIterator[pb.ConverseRequest]:
-    """The requests, shown to the call record and the turn spans on their way to the session."""
-    async for request in requests:
-        recorder.observe_request(request)
-        if turn_spans is not None:
-            turn_spans.request(request.WhichOneof("request"), time.time_ns())
-        yield request
+class _Observed:
+    """The requests, shown to the call record and the turn spans on their way to the session.
+
+    A plain iterator, not an async generator: the session's reader task may be cancelled in
+    the middle of a read, and a generator would then be finalized while it still runs."""
+
+    def __init__(
+        self,
+        requests: AsyncIterator[pb.ConverseRequest],
+        recorder: CallRecorder,
+        turn_spans: TurnSpans | None,
+    ) -> None:
+        self._requests = requests
+        self._recorder = recorder
+        self._turn_spans = turn_spans
+
+    def __aiter__(self) -> _Observed:
+        return self
+
+    async def __anext__(self) -> pb.ConverseRequest:
+        request = await self._requests.__anext__()
+        self._recorder.observe_request(request)
+        if self._turn_spans is not None:
+            self._turn_spans.request(request.WhichOneof("request"), time.time_ns())
+        return request
 
 
 def _preload_failed(task: asyncio.Task[object], exc: BaseException) -> None:
