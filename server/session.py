@@ -19,7 +19,7 @@ from voiceagent.v1 import voice_agent_pb2 as pb
 
 from server.audio import Format, InboundAudio, OutboundAudio
 from server.backends.base import BackendUnavailable
-from server.backends.llm.base import LLM, ChatMessage
+from server.backends.llm.base import LLM, ChatMessage, ToolCall
 from server.backends.registry import BackendError, Backends
 from server.backends.stt.base import STT, STTStream, TurnEventKind, TurnOptions, TurnUpdate
 from server.backends.tts.base import TTS, Encoding, TTSTurn
@@ -28,6 +28,7 @@ from server.limits import (
     MAX_AUDIO_LEAD_SECONDS,
     MAX_OUTPUT_BUFFER_BYTES,
     MAX_TEXT_TURN,
+    MAX_TOOL_ROUNDS,
     MIN_TEXT_INTERRUPT_SECONDS,
     OUTPUT_BUFFER_BYTES,
     overlong,
@@ -35,6 +36,8 @@ from server.limits import (
 from server.metrics import BACKCHANNELS, observe_turn
 from server.options import OptionError, llm_backend_for, tts_backend_for
 from server.sentences import SentenceSplitter, speakable
+from server.tools.runner import ToolOutcome, ToolRunner
+from server.tools.spec import ToolSpec
 from server.turn_words import interrupts, is_short_acknowledgement
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,10 @@ MAX_AUDIO_SECONDS = 2  # per audio message; clients send 20-100 ms frames
 # okay, sure" is about a second).
 MAX_BACKCHANNEL_SECONDS = 1.5
 ENCODINGS: dict[int, Encoding] = {pb.LINEAR16: "linear16", pb.MULAW: "mulaw", pb.ALAW: "alaw"}
+# A tool running longer than this gets a filler spoken (once a turn), so the caller hears no
+# dead air while it runs.
+FILLER_AFTER_SECONDS = 0.7
+FILLER = "One moment, let me check."
 
 
 class SessionFailure(Exception):
@@ -88,6 +95,7 @@ class SessionSetup:
     greeting: str
     turn_options: TurnOptions
     idle_timeout: float = 0.0  # seconds without input before the session is closed; 0: never
+    tools: list[ToolSpec] = field(default_factory=list)
 
 
 async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
@@ -144,6 +152,12 @@ class AgentResponse:
     _committed_event: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     failure: str = ""  # why a provider stopped this answer
+    # Tool calls and their results, in the order the LLM saw them: they go into the history
+    # (a call cut by a barge-in with an "interrupted" result), so later turns can refer to them.
+    tool_messages: list[ChatMessage] = field(default_factory=list)
+    said_before_tools: str = ""  # text of the rounds that called tools (in tool_messages)
+    action: ToolOutcome | None = None  # end_call or transfer, done once the answer is spoken
+    filler_said: bool = False
 
     # --- output gate: a speculative answer is prepared but not sent until the turn ends ------
 
@@ -244,11 +258,79 @@ class AgentResponse:
                 await cancel_and_wait(speaker)
 
     async def _write(self, queue: asyncio.Queue[str | None]) -> None:
-        """LLM tokens -> the reply's text messages (batched) and sentence pieces for TTS."""
+        """LLM rounds: text, and when the model calls tools, their results and its answer
+        again (at most MAX_TOOL_ROUNDS tool rounds a turn)."""
+        runner = self.session.tools
+        for round_ in range(MAX_TOOL_ROUNDS + 1):
+            offered = (
+                runner.offered if runner and round_ < MAX_TOOL_ROUNDS and not self.action else []
+            )
+            start = len(self.text)
+            calls = await self._write_round(queue, offered)
+            if not calls:
+                return
+            assert runner is not None
+            said = self.text[start:].strip()
+            self.said_before_tools = (self.said_before_tools + " " + said).strip()
+            self.tool_messages.append(ChatMessage("assistant", said, tool_calls=tuple(calls)))
+            self.messages.append(self.tool_messages[-1])
+            await self.wait_committed()  # a speculative answer runs no tool: it may be dropped
+            for call in calls:
+                outcome = await self._run_tool(runner, call, queue)
+                if outcome.action and self.action is None:
+                    self.action = outcome
+            if self.action is not None and said:
+                return  # the goodbye (or the transfer's line) has been said
+
+    async def _run_tool(
+        self, runner: ToolRunner, call: ToolCall, queue: asyncio.Queue[str | None]
+    ) -> ToolOutcome:
+        """Run one call; if it takes long, a filler (once a turn) keeps the line alive."""
+        self.emit(
+            pb.ConverseResponse(
+                tool_call=pb.ToolCall(
+                    id=call.id, name=call.name, arguments_json=call.arguments, turn_id=self.turn_id
+                )
+            )
+        )
+        interrupted = ChatMessage(
+            "tool",
+            '{"error": "interrupted: the caller spoke before the result came"}',
+            tool_call_id=call.id,
+        )
+        self.tool_messages.append(interrupted)  # replaced by the result when it comes
+        running = asyncio.create_task(runner.run(call), name=f"tool-{call.name}")
+        try:
+            done, _ = await asyncio.wait([running], timeout=FILLER_AFTER_SECONDS)
+            if not done and not self.filler_said:
+                self.filler_said = True
+                self.text += ("" if not self.text or self.text.endswith(" ") else " ") + FILLER
+                self.emit(_agent_text(self.turn_id, delta=FILLER))
+                queue.put_nowait(FILLER)
+            outcome = await running
+        finally:
+            if not running.done():
+                await cancel_and_wait(running)
+        self.tool_messages[-1] = ChatMessage("tool", outcome.for_llm(), tool_call_id=call.id)
+        self.messages.append(self.tool_messages[-1])
+        self.emit(pb.ConverseResponse(tool_result=outcome.to_proto(self.turn_id)))
+        return outcome
+
+    async def _write_round(
+        self, queue: asyncio.Queue[str | None], tools: list[ToolSpec]
+    ) -> list[ToolCall]:
+        """LLM tokens -> the reply's text messages (batched) and sentence pieces for TTS; the
+        tool calls of the round, if any."""
         splitter = SentenceSplitter()
         unsent, unsent_since = "", 0.0  # text deltas go out in batches, see TEXT_BATCH_SECONDS
+        calls: list[ToolCall] = []
+        if self.text and not self.text.endswith(" "):
+            self.text += " "
         try:
-            async for delta in self.llm.stream(self.messages, self.llm_model):
+            async for delta in self.llm.stream(self.messages, self.llm_model, tools):
+                if isinstance(delta, ToolCall):
+                    calls.append(delta)
+                    continue
                 now = time.monotonic()
                 if self.llm_first_token_at is None:
                     self.llm_first_token_at = now
@@ -270,6 +352,7 @@ class AgentResponse:
             self.emit(_agent_text(self.turn_id, delta=unsent))
         for piece in splitter.flush():
             queue.put_nowait(piece)
+        return calls
 
     async def _speak(self, queue: asyncio.Queue[str | None]) -> None:
         session = self.session
@@ -309,6 +392,14 @@ class AgentResponse:
                     )
                     self.emit(message, piece)
 
+    def final_text(self, said: str) -> str:
+        """The history's last assistant message of the turn: what was said after its tool calls
+        (what came before is in the message that called them)."""
+        before = self.said_before_tools
+        if before and said.startswith(before):
+            return said[len(before) :].strip()
+        return said if not before else ""
+
     def metrics(self, barge_in_stop_ms: float | None = None) -> pb.TurnMetrics:
         metrics = pb.TurnMetrics(
             turn_id=self.turn_id,
@@ -341,6 +432,11 @@ class Session:
         self.inbound = InboundAudio(setup.input_format, setup.stt.sample_rate)
         self.outbound = OutboundAudio(setup.output_format)
         self.history: list[ChatMessage] = [ChatMessage("system", setup.system_prompt)]
+        self.tools = (
+            ToolRunner(setup.tools, setup.session_id, setup.config.campaign_id)
+            if setup.tools
+            else None
+        )
         self._out: asyncio.Queue[pb.ConverseResponse | None] = asyncio.Queue()
         self._out_bytes = 0  # of the responses in `_out`
         self._writable = asyncio.Event()
@@ -560,6 +656,14 @@ class Session:
                 await self._on_text(request.text)
             elif kind == "update":
                 self._apply_update(request.update)
+            elif kind == "tool_result":
+                wrong = (
+                    self.tools.deliver(request.tool_result)
+                    if self.tools is not None
+                    else "tool_result: this session has no tools"
+                )
+                if wrong:
+                    self._error(grpc.StatusCode.INVALID_ARGUMENT, wrong)
             elif kind == "hangup":
                 self._end()
                 return
@@ -815,7 +919,7 @@ class Session:
     ) -> AgentResponse:
         if fixed_text is None:
             self._turn_id += 1
-        messages = [self.history[0], *self.history[1:][-HISTORY_MESSAGES:]]
+        messages = self._recent_history()
         if user_text:
             messages.append(ChatMessage("user", user_text))
         if len(self.history) > 1 + HISTORY_MESSAGES:  # older turns are never used again
@@ -842,20 +946,43 @@ class Session:
 
     async def _respond(self, response: AgentResponse) -> None:
         await response.run()  # returns only once committed: a cancelled speculation never does
-        response.history_entry = ChatMessage("assistant", response.text)
+        self.history.extend(response.tool_messages)
+        response.history_entry = ChatMessage("assistant", response.final_text(response.text))
         self.history.append(response.history_entry)
         if response.fixed_text is None:
             self.turns += 1
+        if response.action is not None:
+            self._act(response.action, response.turn_id)
+            return
         if self._draining:
             self._put(None)  # this was the last turn
             return
         self._warm()
 
+    def _recent_history(self) -> list[ChatMessage]:
+        """The system prompt and the newest turns; never a tool result without its call."""
+        recent = self.history[1:][-HISTORY_MESSAGES:]
+        while recent and recent[0].role == "tool":
+            recent.pop(0)
+        return [self.history[0], *recent]
+
     def _warm(self) -> None:
-        history = [self.history[0], *self.history[1:][-HISTORY_MESSAGES:]]
+        history = self._recent_history()
         if self._warming is not None:  # one at a time: a stale warm-up is wasted model time
             self._warming.cancel()
         self._warming = self._spawn(self.llm.warm(history, self.llm_model), "llm-warm")
+
+    def _act(self, outcome: ToolOutcome, turn_id: int) -> None:
+        """The agent ended or handed over the call and has said so: the stream ends (OK)."""
+        if outcome.action == "end_call":
+            event = pb.Event(
+                type=pb.CALL_ENDED, turn_id=turn_id, message="the agent ended the call"
+            )
+        else:
+            event = pb.Event(type=pb.TRANSFER, turn_id=turn_id, message=outcome.target)
+        log.info("session %s: %s %s", self.setup.session_id, outcome.action, outcome.target)
+        self.send(pb.ConverseResponse(event=event))
+        self._end()
 
     async def _barge_in(self, detected_at: float, during_playback: bool = True) -> None:
         """The user spoke: stop the agent if it is talking, keep in history what was heard."""
@@ -872,9 +999,11 @@ class Session:
         stopped = time.monotonic()
         heard = response.spoken_text(stopped)
         if response.history_entry is not None:
-            response.history_entry.content = heard
-        elif heard or response.user_text:
-            self.history.append(ChatMessage("assistant", heard))
+            response.history_entry.content = response.final_text(heard)
+        else:
+            self.history.extend(response.tool_messages)
+            if heard or response.user_text:
+                self.history.append(ChatMessage("assistant", response.final_text(heard)))
         self.send(pb.ConverseResponse(event=pb.Event(type=pb.BARGE_IN, turn_id=response.turn_id)))
         # The turn's final text again, as heard: a client that showed the whole answer (sent
         # ahead of playback) corrects it to what the caller actually heard.

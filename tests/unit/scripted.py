@@ -10,14 +10,15 @@ scripted completion model, and a turn of high tones only (ACK_HZ) is transcribed
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from server.backends.llm.base import LLM, ChatMessage
+from server.backends.llm.base import LLM, ChatMessage, ToolCall
 from server.backends.stt.base import STT, STTStream, TurnMode, TurnOptions
 from server.backends.tts.base import TTS, SynthesizedAudio, VoiceInfo
+from server.tools.spec import ToolSpec
 from server.turns import VadTurnStream
 from server.vad import VoiceActivityDetector
 
@@ -130,7 +131,9 @@ class ScriptedLLM(LLM):
     def models(self) -> list[str]:
         return ["scripted-small", "scripted-large"]
 
-    async def stream(self, messages: list[ChatMessage], model: str) -> AsyncIterator[str]:  # type: ignore[override]
+    async def stream(
+        self, messages: list[ChatMessage], model: str, tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[str | ToolCall]:  # type: ignore[override]
         self.calls.append([ChatMessage(m.role, m.content) for m in messages])
         done = False
         try:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from server import assets
-from server.backends.llm.base import LLM, ChatMessage, fit
+from server.backends.llm.base import LLM, ChatMessage, ToolCall, fit
 from server.inference import CPU, iterate_in_thread
+from server.tools.spec import ToolSpec
 
 MODEL_ID = "qwen2.5-0.5b-instruct"
 _MARK = "\x00USER-TURN\x00"
@@ -107,7 +108,9 @@ class LlamaCppLLM(LLM):
             self._llm.eval(tokens[start : start + EVAL_BATCH])
         return True
 
-    async def stream(self, messages: list[ChatMessage], model: str) -> AsyncIterator[str]:
+    async def stream(
+        self, messages: list[ChatMessage], model: str, tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[str | ToolCall]:
         cancelled = threading.Event()
 
         def generate() -> Iterator[str]:
