@@ -18,6 +18,7 @@ from server.audio import AudioFormatError, Format, OutboundAudio, validate_forma
 from server.backends.registry import BackendError, Backends
 from server.backends.stt.base import TurnMode, TurnOptions
 from server.campaign_store import CampaignNotFound, CampaignRecord, CampaignStore
+from server.campaigns import stored_tools
 from server.limits import SESSION_CONFIG_LIMITS, overlong
 from server.load import LoopLagMonitor
 from server.metrics import SESSIONS_ACTIVE, SESSIONS_TOTAL
@@ -32,6 +33,7 @@ from server.options import (
 from server.sentences import SentenceSplitter, speakable
 from server.session import Session, SessionFailure, SessionSetup, stalled_client
 from server.settings import Settings
+from server.tools.spec import ToolError, session_specs
 
 session_log = logging.getLogger("voice_agent.sessions")
 EAGER_RANGE_MS = (64, 2000)
@@ -256,9 +258,21 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
                 f"tts_voice {voice!r} is not offered by {tts.name}; available: {', '.join(voices)}",
             )
         turn_options = _turn_options(config.turn_detection, pick("language", "en"))
+        campaign_tools, campaign_builtins = (
+            stored_tools(campaign) if campaign else ([], pb.BuiltinTools())
+        )
+        try:
+            tools = session_specs(
+                campaign_tools, campaign_builtins, list(config.tools), config.builtin_tools
+            )
+        except ToolError as err:
+            raise _Invalid(grpc.StatusCode.INVALID_ARGUMENT, str(err)) from err
 
         effective = pb.SessionConfig()
         effective.CopyFrom(config)
+        for tool in effective.tools:  # header values are write-only: never echoed
+            for header in tool.webhook.headers:
+                tool.webhook.headers[header] = ""
         effective.output_format.CopyFrom(output_format.to_proto())
         effective.stt, effective.llm, effective.tts = stt.name, llm.name, tts.name
         effective.llm_model, effective.tts_voice = llm_model, voice
@@ -294,6 +308,7 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
             greeting=effective.greeting,
             turn_options=turn_options,
             idle_timeout=float(self._settings.idle_timeout_seconds),
+            tools=tools,
         )
 
     async def _campaign(self, campaign_id: str) -> CampaignRecord:
