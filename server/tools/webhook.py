@@ -113,9 +113,11 @@ async def _resolve(host: str, port: int) -> list[IPAddress]:
 
 
 def _usable(address: IPAddress, entries: list[AllowEntry]) -> bool:
+    if any(e.names(address) for e in entries):
+        return True
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_global or any(e.names(address) for e in entries)
+        address = address.ipv4_mapped  # judged as the IPv4 address it reaches
+    return address.is_global
 
 
 async def call_webhook(

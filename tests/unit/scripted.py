@@ -150,6 +150,46 @@ class ScriptedLLM(LLM):
         self.warmed += 1
 
 
+class ScriptedToolLLM(ScriptedLLM):
+    """Calls tools as scripted: to a user turn it says `before` and calls `calls` (those among
+    the tools offered; with `call_on`, only turns containing it); once the last message is a tool result it says `after`, where
+    "{result}" stands for that result. `offered` records the tool names of every request."""
+
+    name: ClassVar[str] = "scripted-tool-llm"
+
+    def __init__(
+        self,
+        calls: list[ToolCall],
+        before: str = "",
+        after: str = "All done: {result}",
+        token_delay: float = 0.005,
+        call_on: str = "",
+    ) -> None:
+        super().__init__(after, token_delay)
+        self.call_on = call_on  # only user turns with these words call the tools
+        self.tool_calls = calls
+        self.before = before
+        self.after = after
+        self.offered: list[list[str]] = []
+
+    async def stream(  # type: ignore[override]
+        self, messages: list[ChatMessage], model: str, tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[str | ToolCall]:
+        self.calls.append(list(messages))
+        self.offered.append([t.name for t in tools])
+        last = messages[-1]
+        names = {t.name for t in tools}
+        reply = self.after.format(result=last.content) if last.role == "tool" else self.before
+        for i, word in enumerate(reply.split()):
+            await asyncio.sleep(self.token_delay)
+            yield word if i == 0 else " " + word
+        if last.role != "tool" and self.call_on in last.content:
+            for call in self.tool_calls:
+                if call.name in names:
+                    yield call
+        self.finished += 1
+
+
 class ScriptedTTS(TTS):
     """A 200 Hz tone, `seconds_per_word` of it per word, produced at `speed` x real time."""
 

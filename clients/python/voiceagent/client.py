@@ -143,6 +143,11 @@ class Conversation:
         )
         await self._outbox.put(pb.ConverseRequest(update=update))
 
+    async def send_tool_result(self, call_id: str, result_json: str = "", error: str = "") -> None:
+        """Answer a client tool's ToolCall (same id) with a JSON result or an error."""
+        result = pb.ToolResult(id=call_id, result_json=result_json, error=error)
+        await self._outbox.put(pb.ConverseRequest(tool_result=result))
+
     async def hangup(self) -> None:
         await self._outbox.put(pb.ConverseRequest(hangup=pb.Hangup()))
 
