@@ -9,7 +9,10 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
 from voiceagent.client import linear16
+from voiceagent.v1 import campaigns_pb2 as cpb
+from voiceagent.v1 import campaigns_pb2_grpc as cpb_grpc
 from voiceagent.v1 import voice_agent_pb2 as pb
 
 from server.backends.llm.base import ToolCall
@@ -345,3 +348,55 @@ async def test_unknown_tool_and_bad_arguments_are_error_results(
     await call.wait_for(lambda c: len(c.of("metrics")) == 1)
     errors = [r.error for r in call.of("tool_result")]
     assert "missing order_id" in errors[0] and "not JSON" in errors[1]
+
+
+async def test_campaign_tools_with_write_only_headers(
+    start_server: StartServer, open_call, webhook: FakeWebhook
+) -> None:
+    llm = ScriptedToolLLM([LOOKUP], after="Order: {result}")
+    s = await start_server(llm=llm)
+    async with grpc.aio.insecure_channel(s.target) as channel:
+        api = cpb_grpc.CampaignsStub(channel)
+        tool = webhook_tool(webhook.url, authorization="Bearer campaign-secret")
+        created = await api.CreateCampaign(
+            cpb.CreateCampaignRequest(
+                campaign=cpb.Campaign(
+                    name="Orders", tools=[tool], builtin_tools=pb.BuiltinTools(end_call=True)
+                )
+            )
+        )
+        for shown in (
+            created,
+            await api.GetCampaign(cpb.GetCampaignRequest(id=created.id)),
+            (await api.ListCampaigns(cpb.ListCampaignsRequest())).campaigns[0],
+        ):
+            assert dict(shown.tools[0].webhook.headers) == {"authorization": ""}
+            assert "campaign-secret" not in str(shown)
+            assert shown.builtin_tools.end_call
+        # The page sends the tool back as it got it (empty value): the secret is kept.
+        edited = pb.Tool()
+        edited.CopyFrom(created.tools[0])
+        edited.description = "Find an order."
+        updated = await api.UpdateCampaign(
+            cpb.UpdateCampaignRequest(
+                campaign=cpb.Campaign(id=created.id, tools=[edited]),
+                update_mask=FieldMask(paths=["tools"]),
+            )
+        )
+        assert updated.tools[0].description == "Find an order."
+        bad = cpb.Campaign(id=created.id, tools=[client_tool(), client_tool()])
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await api.UpdateCampaign(
+                cpb.UpdateCampaignRequest(campaign=bad, update_mask=FieldMask(paths=["tools"]))
+            )
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "campaign.tools[1].name" in (refused.value.details() or "")
+
+    call: Call = await open_call(
+        s.target, pb.SessionConfig(input_format=linear16(16000), campaign_id=created.id)
+    )
+    await call.conversation.send_text("Where is my order?")
+    await call.wait_for(lambda c: len(c.of("metrics")) == 1)
+    assert webhook.headers[0]["authorization"] == "Bearer campaign-secret"
+    assert webhook.requests[0]["campaign_id"] == created.id
+    assert llm.offered[0] == ["lookup_order", "end_call"]
