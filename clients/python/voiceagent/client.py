@@ -75,6 +75,14 @@ class VoiceAgentClient:
                 raise TimeoutError(f"{self.target} not SERVING after {within:.0f} s")
             await asyncio.sleep(0.5)
 
+    async def preview_voice(
+        self, text: str, voice: str = "", output_format: pb.AudioFormat | None = None
+    ) -> bytes:
+        """`text` spoken in `voice` (empty: the server's default), in `output_format`."""
+        request = pb.PreviewVoiceRequest(voice=voice, text=text, output_format=output_format)
+        response = await self.stub.PreviewVoice(request, metadata=self._metadata)
+        return bytes(response.audio)
+
     def converse(self, config: pb.SessionConfig) -> Conversation:
         return Conversation(self.stub, config, self._metadata)
 
