@@ -970,7 +970,8 @@ class Session:
         history = self._recent_history()
         if self._warming is not None:  # one at a time: a stale warm-up is wasted model time
             self._warming.cancel()
-        self._warming = self._spawn(self.llm.warm(history, self.llm_model), "llm-warm")
+        tools = self.tools.offered if self.tools is not None else []
+        self._warming = self._spawn(self.llm.warm(history, self.llm_model, tools), "llm-warm")
 
     def _act(self, outcome: ToolOutcome, turn_id: int) -> None:
         """The agent ended or handed over the call and has said so: the stream ends (OK)."""

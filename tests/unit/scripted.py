@@ -146,7 +146,9 @@ class ScriptedLLM(LLM):
             if not done:
                 self.closed_early += 1
 
-    async def warm(self, messages: list[ChatMessage], model: str) -> None:
+    async def warm(
+        self, messages: list[ChatMessage], model: str, tools: Sequence[ToolSpec] = ()
+    ) -> None:
         self.warmed += 1
 
 

@@ -46,7 +46,9 @@ class LLM(Backend, ABC):
         """Text deltas of the reply, then the tools it calls (only ones in `tools`, each whole,
         after the text). Closing the iterator early must stop generation promptly."""
 
-    async def warm(self, messages: list[ChatMessage], model: str) -> None:
+    async def warm(
+        self, messages: list[ChatMessage], model: str, tools: Sequence[ToolSpec] = ()
+    ) -> None:
         """Prepare for a reply to `messages` + a user turn not yet known (prefix caching)."""
 
 
