@@ -146,6 +146,8 @@ class LlamaCppLLM(LLM):
         self, messages: list[ChatMessage], model: str, tools: Sequence[ToolSpec] = ()
     ) -> AsyncIterator[str | ToolCall]:
         cancelled = threading.Event()
+        if messages and messages[-1].role == "tool":
+            tools = ()  # a 0.5B model calls the same tool again after its result: answer now
 
         def generate() -> Iterator[str]:
             tokens, stop = self._fitted(messages, tools)
