@@ -91,6 +91,17 @@ async def call_with(
         return result.output, list(bridge.lines)
 
 
+async def transferred_call(
+    server: VoiceAgentServer, llm: FakeChatCompletions, scenario: str, workdir: Path
+) -> list[str]:
+    """A call whose agent says its line and calls transfer_call(DESK); the bridge's log."""
+    llm.tool_calls = [("transfer_call", json.dumps({"target": DESK}))]
+    llm.reply = "I am transferring you to the front desk now."
+    campaign_id = await campaign(server, pb.BuiltinTools(transfer_targets=[DESK]), llm.models[0])
+    _, lines = await call_with(server, scenario, campaign_id, workdir)
+    return lines
+
+
 async def test_end_call_is_a_bye_after_the_goodbye(
     agent_server: VoiceAgentServer,
     scripted_llm: FakeChatCompletions,
@@ -114,11 +125,7 @@ async def test_transfer_is_a_refer_then_bye_after_the_notify(
     tmp_path: Path,
     question_wav: Path,
 ) -> None:
-    scripted_llm.tool_calls = [("transfer_call", json.dumps({"target": DESK}))]
-    scripted_llm.reply = "I am transferring you to the front desk now."
-    builtins = pb.BuiltinTools(transfer_targets=[DESK])
-    campaign_id = await campaign(agent_server, builtins, scripted_llm.models[0])
-    _, lines = await call_with(agent_server, "transfer_refer", campaign_id, tmp_path)
+    lines = await transferred_call(agent_server, scripted_llm, "transfer_refer", tmp_path)
     assert any(f"transferred to {DESK}: 200" in line for line in lines), lines[-20:]
     offered = scripted_llm.requests[0]["tools"][0]["function"]
     assert offered["name"] == "transfer_call"
@@ -131,10 +138,6 @@ async def test_refused_transfer_tells_the_caller_and_hangs_up(
     tmp_path: Path,
     question_wav: Path,
 ) -> None:
-    scripted_llm.tool_calls = [("transfer_call", json.dumps({"target": DESK}))]
-    scripted_llm.reply = "Let me transfer you."
-    builtins = pb.BuiltinTools(transfer_targets=[DESK])
-    campaign_id = await campaign(agent_server, builtins, scripted_llm.models[0])
-    _, lines = await call_with(agent_server, "transfer_refused", campaign_id, tmp_path)
+    lines = await transferred_call(agent_server, scripted_llm, "transfer_refused", tmp_path)
     refused = [line for line in lines if "transfer refused" in line]
     assert refused and "405" in refused[0], lines[-20:]
