@@ -121,7 +121,7 @@ class LlamaCppLLM(LLM):
         import llama_cpp
         from llama_cpp._internals import LlamaSampler
 
-        chain = LlamaSampler()
+        chain = LlamaSampler()  # type: ignore[no-untyped-call]
         try:
             chain.add_top_k(GRAMMAR_TOP_K)
             chain.add_grammar(self._llm._model, self._grammar(tools))
