@@ -21,9 +21,7 @@ evaluation or one token: a long prompt cannot hold the worker for a cancelled tu
 from __future__ import annotations
 
 import asyncio
-import codecs
 import json
-import os
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -41,7 +39,6 @@ _MARK = "\x00USER-TURN\x00"
 MESSAGE_OVERHEAD = 8
 PROMPT_OVERHEAD = 16
 EVAL_BATCH = 256  # prompt tokens evaluated between two looks at a cancellation
-GRAMMAR_TOP_K = 200  # candidates the grammar checks per token (the rest are never likely)
 TOOL_TEMPERATURE = 0.2  # steadier tool choices (bench/tool_choice.py)
 MAX_GRAMMARS = 32  # tool sets whose parsed grammar is kept
 # Added to the system prompt when tools are offered: a 0.5B model otherwise calls a tool for
@@ -111,40 +108,6 @@ class LlamaCppLLM(LLM):
             self._grammars[key] = LlamaGrammar.from_string(tool_grammar(tools), verbose=False)
         return self._grammars[key]
 
-    def _constrained(
-        self, tokens: list[int], tools: Sequence[ToolSpec], cancelled: threading.Event
-    ) -> Iterator[str]:
-        """The reply under the tools' grammar, token by token. Our own sampler chain, because
-        llama-cpp-python's puts the grammar before top-k: checking all 151k tokens of the
-        vocabulary against the grammar cost ~50 ms a token here (and seconds under load);
-        after top-k it checks GRAMMAR_TOP_K."""
-        import llama_cpp
-        from llama_cpp._internals import LlamaSampler
-
-        chain = LlamaSampler()  # type: ignore[no-untyped-call]
-        try:
-            chain.add_top_k(GRAMMAR_TOP_K)
-            chain.add_grammar(self._llm._model, self._grammar(tools))
-            chain.add_top_p(0.9, 1)
-            chain.add_temp(TOOL_TEMPERATURE)
-            chain.add_dist(int.from_bytes(os.urandom(4), "little"))
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            vocab = self._llm._model.vocab
-            self._llm.eval(tokens[-1:])
-            for _ in range(self._max_tokens):
-                if cancelled.is_set():
-                    return
-                token = chain.sample(self._llm._ctx, -1)  # also fed to the grammar
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    return
-                text = decoder.decode(self._llm.detokenize([token], special=False))
-                if text:
-                    yield text
-                self._llm.eval([token])
-                CPU.yield_to_urgent()
-        finally:
-            chain.close()  # type: ignore[no-untyped-call]
-
     def _count(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode(), add_bos=False, special=False))
 
@@ -192,18 +155,16 @@ class LlamaCppLLM(LLM):
             # create_completion then finds them cached and evaluates one token.
             if not self._evaluate(tokens[:-1], cancelled):
                 return
-            if tools:
-                yield from self._constrained(tokens, tools, cancelled)
-                return
             # Leaving this generator early closes llama.cpp's: generation stops there.
             for chunk in self._llm.create_completion(
                 tokens,
                 max_tokens=self._max_tokens,
                 stream=True,
                 stop=stop,
-                temperature=0.4,
+                temperature=TOOL_TEMPERATURE if tools else 0.4,
                 top_p=0.9,
                 repeat_penalty=1.1,
+                grammar=self._grammar(tools) if tools else None,
             ):
                 yield chunk["choices"][0]["text"]
                 CPU.yield_to_urgent()
