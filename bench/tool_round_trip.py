@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -83,9 +84,8 @@ async def one_turn(
 
 
 async def run(turns: int) -> dict[str, object]:
+    load_before = os.getloadavg()[0]
     hook = await FakeWebhook(body='{"status": "shipped", "eta": "Friday"}').start()
-    import os
-
     os.environ["TOOL_WEBHOOK_ALLOW"] = f"http://127.0.0.1:{hook.port}/"
     with tempfile.TemporaryDirectory() as data:
         server = VoiceAgentServer(
@@ -112,6 +112,7 @@ async def run(turns: int) -> dict[str, object]:
         return statistics.median(r[key] for r in rows) if rows else float("nan")
 
     return {
+        "load": f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after",
         "turns": turns,
         "missed": missed,
         "tool_call": median(with_tool, "tool_call"),
@@ -146,6 +147,7 @@ def section(r: dict[str, object], command: str) -> str:
             f"| first agent audio, plain question, no tools | {r['audio_without']:.0f} |",
             f"| **added by the tool round trip** | **{added:.0f}** ({ratio:.1f}x) |",
             "",
+            f"Machine load (1-min average, 2 cores): {r['load']}. "
             f"{r['turns']} tool turns asked, {r['missed']} answered without the tool (left out). "
             'A tool that takes longer than 0.7 s gets the filler ("One moment, let me check.") '
             "spoken meanwhile, so the silence stays under a second whatever the webhook's time.",
