@@ -15,8 +15,8 @@ from voiceagent.v1 import campaigns_pb2 as cpb
 from voiceagent.v1 import campaigns_pb2_grpc as cpb_grpc
 from voiceagent.v1 import voice_agent_pb2 as pb
 
+from server.agent_response import FILLER
 from server.backends.llm.base import ToolCall
-from server.session import FILLER
 from tests.conftest import Call
 from tests.fakes.webhook import FakeWebhook
 from tests.unit.conftest import StartServer
