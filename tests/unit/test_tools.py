@@ -199,7 +199,7 @@ async def test_bad_tools_refuse_the_session(
 ) -> None:
     s = await start_server()
     call: Call = await open_call(s.target, config(tool))
-    await asyncio.wait_for(call.done.wait(), 5)
+    await asyncio.wait_for(call.done.wait(), 20)
     assert call.status == grpc.StatusCode.INVALID_ARGUMENT
     assert needle in call.details
 
@@ -209,7 +209,7 @@ async def test_duplicate_tool_names_refuse_the_session(
 ) -> None:
     s = await start_server()
     call: Call = await open_call(s.target, config(client_tool(), client_tool()))
-    await asyncio.wait_for(call.done.wait(), 5)
+    await asyncio.wait_for(call.done.wait(), 20)
     assert call.status == grpc.StatusCode.INVALID_ARGUMENT
     assert "used by another tool" in call.details
 
