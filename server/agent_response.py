@@ -1,4 +1,6 @@
-"""One agent turn: LLM tokens -> sentence pieces -> TTS -> framed audio, with its metrics.
+"""One agent turn: LLM tokens -> sentence pieces -> TTS -> framed audio, with its metrics;
+when the model calls tools, their results and its answer again (with a filler while a tool is
+slow).
 
 It knows nothing of the session: it is given a send function, a wait for the client to have
 read enough (the session's output budget) and the outbound audio. A speculative answer holds its
@@ -17,16 +19,23 @@ from voiceagent.v1 import voice_agent_pb2 as pb
 
 from server.audio import OutboundAudio
 from server.backends.base import BackendUnavailable
-from server.backends.llm.base import LLM, ChatMessage
+from server.backends.llm.base import LLM, ChatMessage, ToolCall
 from server.backends.tts.base import TTS, Encoding, TTSTurn
+from server.limits import MAX_TOOL_ROUNDS
 from server.sentences import SentenceSplitter, speakable
 from server.status import StatusError
 from server.tasks import cancel_and_wait
+from server.tools.runner import ToolOutcome, ToolRunner
+from server.tools.spec import ToolSpec
 
 # The agent's text goes out once per sentence piece (as it goes to TTS), or after this long:
 # a message per LLM token would put several messages ahead of the first audio of a turn.
 TEXT_BATCH_SECONDS = 0.15
 ENCODINGS: dict[int, Encoding] = {pb.LINEAR16: "linear16", pb.MULAW: "mulaw", pb.ALAW: "alaw"}
+# A tool running longer than this gets a filler spoken (once a turn), so the caller hears no
+# dead air while it runs.
+FILLER_AFTER_SECONDS = 0.7
+FILLER = "One moment, let me check."
 
 
 def elapsed_ms(start: float | None, end: float | None) -> float:
@@ -75,6 +84,13 @@ class AgentResponse:
     _committed_event: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     failure: str = ""  # why a provider stopped this answer
+    tools: ToolRunner | None = None  # the session's, if it has tools
+    # Tool calls and their results, in the order the LLM saw them: they go into the history
+    # (a call cut by a barge-in with an "interrupted" result), so later turns can refer to them.
+    tool_messages: list[ChatMessage] = field(default_factory=list)
+    said_before_tools: str = ""  # text of the rounds that called tools (in tool_messages)
+    action: ToolOutcome | None = None  # end_call or transfer, done once the answer is spoken
+    filler_said: bool = False
 
     # --- output gate: a speculative answer is prepared but not sent until the turn ends ------
 
@@ -171,11 +187,79 @@ class AgentResponse:
                 await cancel_and_wait(speaker)
 
     async def _write(self, queue: asyncio.Queue[str | None]) -> None:
-        """LLM tokens -> the reply's text messages (batched) and sentence pieces for TTS."""
+        """LLM rounds: text, and when the model calls tools, their results and its answer
+        again (at most MAX_TOOL_ROUNDS tool rounds a turn)."""
+        runner = self.tools
+        for round_ in range(MAX_TOOL_ROUNDS + 1):
+            offered = (
+                runner.offered if runner and round_ < MAX_TOOL_ROUNDS and not self.action else []
+            )
+            start = len(self.text)
+            calls = await self._write_round(queue, offered)
+            if not calls:
+                return
+            assert runner is not None
+            said = self.text[start:].strip()
+            self.said_before_tools = (self.said_before_tools + " " + said).strip()
+            self.tool_messages.append(ChatMessage("assistant", said, tool_calls=tuple(calls)))
+            self.messages.append(self.tool_messages[-1])
+            await self.wait_committed()  # a speculative answer runs no tool: it may be dropped
+            for call in calls:
+                outcome = await self._run_tool(runner, call, queue)
+                if outcome.action and self.action is None:
+                    self.action = outcome
+            if self.action is not None and said:
+                return  # the goodbye (or the transfer's line) has been said
+
+    async def _run_tool(
+        self, runner: ToolRunner, call: ToolCall, queue: asyncio.Queue[str | None]
+    ) -> ToolOutcome:
+        """Run one call; if it takes long, a filler (once a turn) keeps the line alive."""
+        self.emit(
+            pb.ConverseResponse(
+                tool_call=pb.ToolCall(
+                    id=call.id, name=call.name, arguments_json=call.arguments, turn_id=self.turn_id
+                )
+            )
+        )
+        interrupted = ChatMessage(
+            "tool",
+            '{"error": "interrupted: the caller spoke before the result came"}',
+            tool_call_id=call.id,
+        )
+        self.tool_messages.append(interrupted)  # replaced by the result when it comes
+        running = asyncio.create_task(runner.run(call), name=f"tool-{call.name}")
+        try:
+            done, _ = await asyncio.wait([running], timeout=FILLER_AFTER_SECONDS)
+            if not done and not self.filler_said:
+                self.filler_said = True
+                self.text += ("" if not self.text or self.text.endswith(" ") else " ") + FILLER
+                self.emit(agent_text(self.turn_id, delta=FILLER))
+                queue.put_nowait(FILLER)
+            outcome = await running
+        finally:
+            if not running.done():
+                await cancel_and_wait(running)
+        self.tool_messages[-1] = ChatMessage("tool", outcome.for_llm(), tool_call_id=call.id)
+        self.messages.append(self.tool_messages[-1])
+        self.emit(pb.ConverseResponse(tool_result=outcome.to_proto(self.turn_id)))
+        return outcome
+
+    async def _write_round(
+        self, queue: asyncio.Queue[str | None], tools: list[ToolSpec]
+    ) -> list[ToolCall]:
+        """LLM tokens -> the reply's text messages (batched) and sentence pieces for TTS; the
+        tool calls of the round, if any."""
         splitter = SentenceSplitter()
         unsent, unsent_since = "", 0.0  # text deltas go out in batches, see TEXT_BATCH_SECONDS
+        calls: list[ToolCall] = []
+        if self.text and not self.text.endswith(" "):
+            self.text += " "
         try:
-            async for delta in self.llm.stream(self.messages, self.llm_model):
+            async for delta in self.llm.stream(self.messages, self.llm_model, tools):
+                if isinstance(delta, ToolCall):
+                    calls.append(delta)
+                    continue
                 now = time.monotonic()
                 if self.llm_first_token_at is None:
                     self.llm_first_token_at = now
@@ -197,6 +281,7 @@ class AgentResponse:
             self.emit(agent_text(self.turn_id, delta=unsent))
         for piece in splitter.flush():
             queue.put_nowait(piece)
+        return calls
 
     async def _speak(self, queue: asyncio.Queue[str | None]) -> None:
         fmt = self.outbound.fmt
@@ -226,6 +311,14 @@ class AgentResponse:
                         await self.writable()  # paused while the client does not read
                     message = pb.ConverseResponse(audio=pb.Audio(audio=frame, turn_id=self.turn_id))
                     self.emit(message, piece)
+
+    def final_text(self, said: str) -> str:
+        """The history's last assistant message of the turn: what was said after its tool calls
+        (what came before is in the message that called them)."""
+        before = self.said_before_tools
+        if before and said.startswith(before):
+            return said[len(before) :].strip()
+        return said if not before else ""
 
     def metrics(self, barge_in_stop_ms: float | None = None) -> pb.TurnMetrics:
         metrics = pb.TurnMetrics(

@@ -33,7 +33,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CAMPAIGN_FIELDS = ("name", "persona", "greeting", "llm_model", "tts_voice", "language")
+# `tools` and `builtin_tools` hold JSON text (the Campaigns service writes and reads it).
+CAMPAIGN_FIELDS = (
+    "name",
+    "persona",
+    "greeting",
+    "llm_model",
+    "tts_voice",
+    "language",
+    "tools",
+    "builtin_tools",
+)
+_FIRST_FIELDS = CAMPAIGN_FIELDS[:6]  # the columns of schema version 1
 # The server-wide defaults every replica shares (the `Config` message of the API).
 CONFIG_FIELDS = ("stt", "llm_model", "tts_voice", "system_prompt")
 # PostgreSQL NOTIFY channel a config write signals on (payload: the new version).
@@ -70,6 +81,8 @@ class CampaignRecord:
     language: str
     update_time: datetime
     version: int
+    tools: str = ""
+    builtin_tools: str = ""
 
 
 @dataclass(frozen=True)
@@ -153,7 +166,7 @@ class Migration:
 
 
 def _campaigns_table(time_type: str) -> str:
-    text_columns = "".join(f"    {name} TEXT NOT NULL DEFAULT '',\n" for name in CAMPAIGN_FIELDS)
+    text_columns = "".join(f"    {name} TEXT NOT NULL DEFAULT '',\n" for name in _FIRST_FIELDS)
     return (
         "CREATE TABLE campaigns (\n"
         "    id TEXT PRIMARY KEY,\n"
@@ -236,7 +249,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
-        version=2,
+        version=2,  # agent actions: a campaign's tools (issue 16)
+        sqlite=(
+            "ALTER TABLE campaigns ADD COLUMN tools TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE campaigns ADD COLUMN builtin_tools TEXT NOT NULL DEFAULT ''",
+        ),
+        postgres=(
+            "ALTER TABLE campaigns ADD COLUMN tools TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE campaigns ADD COLUMN builtin_tools TEXT NOT NULL DEFAULT ''",
+        ),
+    ),
+    Migration(
+        version=3,
         sqlite=_config_table("INTEGER", "0"),
         postgres=(
             *_config_table("TIMESTAMPTZ", "now()"),
@@ -250,7 +274,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
-        version=3,
+        version=4,
         sqlite=_call_tables("INTEGER", "REAL"),
         postgres=_call_tables("TIMESTAMPTZ", "DOUBLE PRECISION"),
     ),
@@ -405,16 +429,12 @@ class _SQLCampaignStore(CampaignStore):
 
     def _record(self, row: Sequence[Any]) -> CampaignRecord:
         """A row in `_COLUMNS` order; create_time stays in the database (it only orders lists)."""
+        values = dict(zip(_COLUMNS, row, strict=True))
         return CampaignRecord(
-            id=row[0],
-            name=row[1],
-            persona=row[2],
-            greeting=row[3],
-            llm_model=row[4],
-            tts_voice=row[5],
-            language=row[6],
-            update_time=self._from_db_time(row[8]),
-            version=int(row[9]),
+            id=values["id"],
+            **{name: values[name] for name in CAMPAIGN_FIELDS},
+            update_time=self._from_db_time(values["update_time"]),
+            version=int(values["version"]),
         )
 
     def create(self, fields: Mapping[str, str]) -> CampaignRecord:
@@ -457,7 +477,8 @@ class _SQLCampaignStore(CampaignStore):
         next_token = ""
         if len(rows) > page_size:
             last = page[-1]
-            next_token = _encode_page_token(self._from_db_time(last[7]), last[0])
+            created = last[_COLUMNS.index("create_time")]
+            next_token = _encode_page_token(self._from_db_time(created), last[0])
         return [self._record(row) for row in page], next_token
 
     def update(

@@ -26,7 +26,7 @@ from server.campaign_store import (
     ConfigConflict,
     StoredCall,
 )
-from server.campaigns import version_from_etag
+from server.campaigns import stored_tools, version_from_etag
 from server.limits import SESSION_CONFIG_LIMITS, overlong
 from server.load import LoopLagMonitor
 from server.metrics import SESSIONS_ACTIVE, SESSIONS_TOTAL
@@ -43,6 +43,7 @@ from server.session import Session, SessionSetup
 from server.settings import Settings
 from server.status import StatusError, abort, stalled_client, status_for
 from server.tasks import TaskSet
+from server.tools.spec import ToolError, session_specs
 from server.tracing import TurnSpans, end_with_status, parent_from_metadata, start_session_span
 
 session_log = logging.getLogger("voice_agent.sessions")
@@ -329,9 +330,21 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
                 f"tts_voice {voice!r} is not offered by {tts.name}; available: {', '.join(voices)}",
             )
         turn_options = _turn_options(config.turn_detection, pick("language", "en"))
+        campaign_tools, campaign_builtins = (
+            stored_tools(campaign) if campaign else ([], pb.BuiltinTools())
+        )
+        try:
+            tools = session_specs(
+                campaign_tools, campaign_builtins, list(config.tools), config.builtin_tools
+            )
+        except ToolError as err:
+            raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, str(err)) from err
 
         effective = pb.SessionConfig()
         effective.CopyFrom(config)
+        for tool in effective.tools:  # header values are write-only: never echoed
+            for header in tool.webhook.headers:
+                tool.webhook.headers[header] = ""
         effective.output_format.CopyFrom(output_format.to_proto())
         effective.stt, effective.llm, effective.tts = stt.name, llm.name, tts.name
         effective.llm_model, effective.tts_voice = llm_model, voice
@@ -367,6 +380,7 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
             greeting=effective.greeting,
             turn_options=turn_options,
             idle_timeout=float(self._settings.idle_timeout_seconds),
+            tools=tools,
         )
 
     async def _campaign(self, campaign_id: str) -> CampaignRecord:

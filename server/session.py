@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -38,6 +38,8 @@ from server.metrics import BACKCHANNELS, observe_turn
 from server.options import OptionError, llm_backend_for, tts_backend_for
 from server.status import StatusError, status_for
 from server.tasks import TaskSet, cancel_and_wait
+from server.tools.runner import ToolOutcome, ToolRunner
+from server.tools.spec import ToolSpec
 from server.turn_words import interrupts, is_short_acknowledgement
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ class SessionSetup:
     greeting: str
     turn_options: TurnOptions
     idle_timeout: float = 0.0  # seconds without input before the session is closed; 0: never
+    tools: list[ToolSpec] = field(default_factory=list)
 
 
 class Session:
@@ -79,6 +82,11 @@ class Session:
         self.inbound = InboundAudio(setup.input_format, setup.stt.sample_rate)
         self.outbound = OutboundAudio(setup.output_format)
         self.history: list[ChatMessage] = [ChatMessage("system", setup.system_prompt)]
+        self.tools = (
+            ToolRunner(setup.tools, setup.session_id, setup.config.campaign_id)
+            if setup.tools
+            else None
+        )
         self._out: asyncio.Queue[pb.ConverseResponse | None] = asyncio.Queue()
         self._out_bytes = 0  # of the responses in `_out`
         self._writable = asyncio.Event()
@@ -275,6 +283,14 @@ class Session:
                 await self._on_text(request.text)
             elif kind == "update":
                 self._apply_update(request.update)
+            elif kind == "tool_result":
+                wrong = (
+                    self.tools.deliver(request.tool_result)
+                    if self.tools is not None
+                    else "tool_result: this session has no tools"
+                )
+                if wrong:
+                    self._refuse(StatusError(grpc.StatusCode.INVALID_ARGUMENT, wrong))
             elif kind == "hangup":
                 self._end()
                 return
@@ -534,7 +550,7 @@ class Session:
     ) -> AgentResponse:
         if fixed_text is None:
             self._turn_id += 1
-        messages = [self.history[0], *self.history[1:][-HISTORY_MESSAGES:]]
+        messages = self._recent_history()
         if user_text:
             messages.append(ChatMessage("user", user_text))
         if len(self.history) > 1 + HISTORY_MESSAGES:  # older turns are never used again
@@ -554,6 +570,7 @@ class Session:
             stt_final_at=stt_final_at,
             from_text=from_text,
             fixed_text=fixed_text,
+            tools=self.tools,
         )
         if committed:
             response.commit()
@@ -563,20 +580,44 @@ class Session:
 
     async def _respond(self, response: AgentResponse) -> None:
         await response.run()  # returns only once committed: a cancelled speculation never does
-        response.history_entry = ChatMessage("assistant", response.text)
+        self.history.extend(response.tool_messages)
+        response.history_entry = ChatMessage("assistant", response.final_text(response.text))
         self.history.append(response.history_entry)
         if response.fixed_text is None:
             self.turns += 1
+        if response.action is not None:
+            self._act(response.action, response.turn_id)
+            return
         if self._draining:
             self._put(None)  # this was the last turn
             return
         self._warm()
 
+    def _recent_history(self) -> list[ChatMessage]:
+        """The system prompt and the newest turns; never a tool result without its call."""
+        recent = self.history[1:][-HISTORY_MESSAGES:]
+        while recent and recent[0].role == "tool":
+            recent.pop(0)
+        return [self.history[0], *recent]
+
     def _warm(self) -> None:
-        history = [self.history[0], *self.history[1:][-HISTORY_MESSAGES:]]
+        history = self._recent_history()
         if self._warming is not None:  # one at a time: a stale warm-up is wasted model time
             self._warming.cancel()
-        self._warming = self._tasks.spawn(self.llm.warm(history, self.llm_model), "llm-warm")
+        tools = self.tools.offered if self.tools is not None else []
+        self._warming = self._tasks.spawn(self.llm.warm(history, self.llm_model, tools), "llm-warm")
+
+    def _act(self, outcome: ToolOutcome, turn_id: int) -> None:
+        """The agent ended or handed over the call and has said so: the stream ends (OK)."""
+        if outcome.action == "end_call":
+            event = pb.Event(
+                type=pb.CALL_ENDED, turn_id=turn_id, message="the agent ended the call"
+            )
+        else:
+            event = pb.Event(type=pb.TRANSFER, turn_id=turn_id, message=outcome.target)
+        log.info("session %s: %s %s", self.setup.session_id, outcome.action, outcome.target)
+        self.send(pb.ConverseResponse(event=event))
+        self._end()
 
     async def _barge_in(self, detected_at: float, during_playback: bool = True) -> None:
         """The user spoke: stop the agent if it is talking, keep in history what was heard."""
@@ -593,9 +634,11 @@ class Session:
         stopped = time.monotonic()
         heard = response.spoken_text(stopped)
         if response.history_entry is not None:
-            response.history_entry.content = heard
-        elif heard or response.user_text:
-            self.history.append(ChatMessage("assistant", heard))
+            response.history_entry.content = response.final_text(heard)
+        else:
+            self.history.extend(response.tool_messages)
+            if heard or response.user_text:
+                self.history.append(ChatMessage("assistant", response.final_text(heard)))
         self.send(pb.ConverseResponse(event=pb.Event(type=pb.BARGE_IN, turn_id=response.turn_id)))
         # The turn's final text again, as heard: a client that showed the whole answer (sent
         # ahead of playback) corrects it to what the caller actually heard.

@@ -41,7 +41,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -61,7 +61,7 @@ from voiceagent.v1 import voice_agent_pb2_grpc as pb_grpc
 from server import audio
 from server.agent_response import AgentResponse
 from server.audio import Format
-from server.backends.llm.base import ChatMessage
+from server.backends.llm.base import ChatMessage, ToolCall
 from server.limits import (
     MAX_GREETING,
     MAX_LANGUAGE,
@@ -70,6 +70,7 @@ from server.limits import (
     MAX_SYSTEM_PROMPT,
 )
 from server.session import Session
+from server.tools.spec import ToolSpec
 from tests.conftest import Call
 from tests.unit.conftest import Scripted, StartServer
 from tests.unit.scripted import ScriptedLLM, silence, tone
@@ -674,9 +675,11 @@ class SlowToStopLLM(ScriptedLLM):
     """An LLM whose stream takes a while to wind down when cancelled (a cloud client closing
     its connection, say): it widens the window in which the bug below shows."""
 
-    async def stream(self, messages: list[ChatMessage], model: str) -> AsyncIterator[str]:
+    async def stream(
+        self, messages: list[ChatMessage], model: str, tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[str | ToolCall]:
         try:
-            async for delta in super().stream(messages, model):
+            async for delta in super().stream(messages, model, tools):
                 yield delta
         finally:
             await asyncio.sleep(0.5)

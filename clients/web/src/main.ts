@@ -2,7 +2,7 @@
 // events and latency.
 
 import { ConnectError } from "@connectrpc/connect";
-import { create } from "@bufbuild/protobuf";
+import { create, fromJson, type JsonValue, toJson } from "@bufbuild/protobuf";
 import { FieldMaskSchema } from "@bufbuild/protobuf/wkt";
 import { campaigns, setToken, token, voiceAgent } from "./api";
 import { Call, OUTPUT_RATE } from "./call";
@@ -19,7 +19,9 @@ import {
 import { Playback } from "./playback";
 
 const STT_BACKENDS = ["whisper", "deepgram-flux"];
-const CAMPAIGN_FIELDS = ["name", "persona", "greeting", "llm_model", "tts_voice", "language"];
+const CAMPAIGN_FIELDS = [
+  "name", "persona", "greeting", "llm_model", "tts_voice", "language", "tools", "builtin_tools",
+];
 
 function byId<T extends HTMLElement>(id: string): T {
   const node = document.getElementById(id);
@@ -59,6 +61,7 @@ const ui = {
   campaignModel: byId<HTMLSelectElement>("campaign-model"),
   campaignVoice: byId<HTMLSelectElement>("campaign-voice"),
   campaignLanguage: byId<HTMLInputElement>("campaign-language"),
+  campaignTools: byId<HTMLTextAreaElement>("campaign-tools"),
   campaignSave: byId<HTMLButtonElement>("campaign-save"),
   tokenForm: byId<HTMLFormElement>("token-form"),
   token: byId<HTMLInputElement>("token"),
@@ -211,6 +214,10 @@ function editCampaign(c: Campaign): void {
   ui.campaignModel.value = c.llmModel;
   ui.campaignVoice.value = c.ttsVoice;
   ui.campaignLanguage.value = c.language;
+  // Tools as the proto's JSON; webhook header values come back empty (write-only) and an empty
+  // value sent back keeps the stored one.
+  const { tools, builtinTools } = toJson(CampaignSchema, c) as { tools?: JsonValue; builtinTools?: JsonValue };
+  ui.campaignTools.value = tools || builtinTools ? JSON.stringify({ tools, builtinTools }, null, 2) : "";
   ui.campaignFormTitle.textContent = `Edit campaign ${c.name}`;
   ui.campaignSave.textContent = "Save changes";
   ui.campaignName.focus();
@@ -230,6 +237,7 @@ async function saveCampaign(): Promise<void> {
     llmModel: ui.campaignModel.value,
     ttsVoice: ui.campaignVoice.value,
     language: ui.campaignLanguage.value.trim(),
+    ...campaignTools(),
   };
   const id = ui.campaignId.value;
   if (id) {
@@ -248,6 +256,20 @@ async function saveCampaign(): Promise<void> {
   await loadCampaigns();
 }
 
+/** The tools textarea: `{"tools": [...], "builtinTools": {...}}` in the proto's JSON. */
+function campaignTools(): Pick<Campaign, "tools" | "builtinTools"> {
+  const text = ui.campaignTools.value.trim();
+  if (!text) return { tools: [], builtinTools: undefined };
+  let json: JsonValue;
+  try {
+    json = JSON.parse(text) as JsonValue;
+  } catch (err) {
+    throw new Error(`Tools are not valid JSON: ${(err as Error).message}`);
+  }
+  const parsed = fromJson(CampaignSchema, json);
+  return { tools: parsed.tools, builtinTools: parsed.builtinTools };
+}
+
 async function deleteCampaign(c: Campaign): Promise<void> {
   if (!confirm(`Delete campaign ${c.name}?`)) return;
   await campaigns.deleteCampaign({ id: c.id });
@@ -262,7 +284,7 @@ let receivedTimer = 0;
 const agentTurns = new Map<number, HTMLLIElement>();
 const points: TurnPoint[] = [];
 
-function line(kind: "user" | "agent", who: string, text: string): HTMLLIElement {
+function line(kind: "user" | "agent" | "tool", who: string, text: string): HTMLLIElement {
   const item = document.createElement("li");
   item.className = kind;
   const name = document.createElement("span");
@@ -326,6 +348,14 @@ function onResponse(response: ConverseResponse): void {
       }
       const words = item.querySelector(".text") as HTMLSpanElement;
       words.textContent = a.final ? a.text : words.textContent + a.delta;
+      break;
+    }
+    case "toolCall":
+      line("tool", "Tool call", `${message.value.name}(${message.value.argumentsJson})`);
+      break;
+    case "toolResult": {
+      const r = message.value;
+      line("tool", "Tool result", `${r.name}: ${r.error ? `error: ${r.error}` : r.resultJson}`);
       break;
     }
     case "event":
