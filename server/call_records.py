@@ -133,10 +133,12 @@ class _Turn:
     agent_text: str = ""
     barged_in: bool = False
     metrics_json: str = ""
+    tool_calls: list[dict[str, str]] = field(default_factory=list)
 
     def stored(self, turn_id: int) -> StoredTurn:
+        calls = json.dumps([json.dumps(call, sort_keys=True) for call in self.tool_calls])
         return StoredTurn(
-            turn_id, self.user_text, self.agent_text, self.barged_in, self.metrics_json
+            turn_id, self.user_text, self.agent_text, self.barged_in, self.metrics_json, calls
         )
 
 
@@ -152,6 +154,7 @@ class CallRecorder:
     _turns: dict[int, _Turn] = field(default_factory=dict)
     _user_text: str = ""  # the last final transcript or typed turn, for the next agent turn
     _hung_up: bool = False
+    _transferred: bool = False
     _started: float = field(default_factory=time.monotonic)
     _writes: asyncio.Queue[Callable[[], None] | None] = field(
         default_factory=lambda: asyncio.Queue(_QUEUE_LIMIT)
@@ -185,6 +188,21 @@ class CallRecorder:
             if text.final:
                 turn.agent_text = text.text  # the last final is the text as heard
                 self._save(text.turn_id)
+        elif kind == "tool_call":
+            call = response.tool_call
+            self._turn(call.turn_id).tool_calls.append(
+                {"id": call.id, "name": call.name, "arguments": call.arguments_json}
+            )
+            self._save(call.turn_id)
+        elif kind == "tool_result":
+            result = response.tool_result
+            turn = self._turn(result.turn_id)
+            for entry in turn.tool_calls:
+                if entry["id"] == result.id:
+                    entry.update(result=result.result_json, error=result.error)
+            self._save(result.turn_id)
+        elif kind == "event" and response.event.type == pb.TRANSFER:
+            self._transferred = True
         elif kind == "event" and response.event.type == pb.BARGE_IN:
             self.call = replace(self.call, barge_ins=self.call.barge_ins + 1)
             cut = self._turns.get(response.event.turn_id)
@@ -212,7 +230,9 @@ class CallRecorder:
 
     async def finish(self, code: grpc.StatusCode, message: str) -> None:
         """Write the end (outcome, status, duration), mix the recording, wait for the writes."""
-        if code == grpc.StatusCode.OK:
+        if code == grpc.StatusCode.OK and self._transferred:
+            outcome = "TRANSFERRED"
+        elif code == grpc.StatusCode.OK:
             outcome = "CALLER_HUNG_UP" if self._hung_up else "AGENT_ENDED"
         elif code == grpc.StatusCode.CANCELLED:
             outcome = "CALLER_HUNG_UP"  # the client closed the stream

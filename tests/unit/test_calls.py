@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import wave
 from datetime import timedelta
 from pathlib import Path
@@ -15,10 +16,11 @@ from voiceagent.v1 import calls_pb2 as cpb
 from voiceagent.v1 import calls_pb2_grpc as cpb_grpc
 from voiceagent.v1 import voice_agent_pb2 as pb
 
+from server.backends.llm.base import ToolCall
 from server.call_records import utc_now
 from tests.conftest import Call
 from tests.unit.conftest import Scripted, StartServer
-from tests.unit.scripted import silence, tone
+from tests.unit.scripted import ScriptedToolLLM, silence, tone
 from tests.unit.test_options import code_of
 
 
@@ -163,3 +165,31 @@ async def test_a_store_outage_loses_the_record_not_the_call(
             break
         await asyncio.sleep(0.02)
     assert f"call record {call.of('session_started')[0].session_id} lost" in caplog.text
+
+
+async def test_a_transferred_call_keeps_its_tool_calls_and_outcome(
+    start_server: StartServer, open_call, tmp_path: Path
+) -> None:
+    target = "sip:desk@127.0.0.1:5070"
+    llm = ScriptedToolLLM(
+        [ToolCall("c1", "transfer_call", json.dumps({"target": target}))],
+        before="I am transferring you now.",
+    )
+    s = await start_server(llm=llm, data_dir=str(tmp_path))
+    builtins = pb.BuiltinTools(transfer_targets=[target])
+    config = pb.SessionConfig(input_format=linear16(16000), builtin_tools=builtins)
+    call: Call = await open_call(s.target, config)
+    await call.conversation.send_text("Put me through to the front desk.")
+    await asyncio.wait_for(call.done.wait(), 10)
+    call_id = str(call.of("session_started")[0].session_id)
+    async with grpc.aio.insecure_channel(s.target) as channel:
+        record = await wait_ended(cpb_grpc.CallsStub(channel), call_id)
+    assert record.outcome == cpb.TRANSFERRED
+    [turn] = [t for t in record.turns if t.user_text]
+    [made] = [json.loads(c) for c in turn.tool_calls]
+    assert (made["id"], made["name"], json.loads(made["arguments"])) == (
+        "c1",
+        "transfer_call",
+        {"target": target},
+    )
+    assert "result" in made and not made.get("error")

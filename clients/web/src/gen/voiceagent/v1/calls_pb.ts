@@ -54,7 +54,8 @@ export type CallTurn = Message<"voiceagent.v1.CallTurn"> & {
   metrics?: TurnMetrics | undefined;
 
   /**
-   * Tool calls made in this turn, as JSON (none while no backend calls tools).
+   * Tool calls made in this turn, one JSON object each:
+   * {"id", "name", "arguments" (the JSON text the model wrote), "result" (JSON text), "error"}.
    *
    * @generated from field: repeated string tool_calls = 6;
    */
@@ -343,7 +344,7 @@ export enum CallOutcome {
   AGENT_ENDED = 2,
 
   /**
-   * Handed to someone else (no backend transfers calls yet).
+   * Handed to someone else (the agent's transfer_call: Event TRANSFER).
    *
    * @generated from enum value: TRANSFERRED = 3;
    */
