@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file voiceagent/v1/voice_agent.proto.
  */
 export const file_voiceagent_v1_voice_agent: GenFile = /*@__PURE__*/
-  fileDesc("Ch92b2ljZWFnZW50L3YxL3ZvaWNlX2FnZW50LnByb3RvEg12b2ljZWFnZW50LnYxIlgKC0F1ZGlvRm9ybWF0Ei4KCGVuY29kaW5nGAEgASgOMhwudm9pY2VhZ2VudC52MS5BdWRpb0VuY29kaW5nEhkKEXNhbXBsZV9yYXRlX2hlcnR6GAIgASgFIoQDCg1UdXJuRGV0ZWN0aW9uEiQKHGVhZ2VyX2VuZF9vZl90dXJuX3NpbGVuY2VfbXMYASABKAUSHgoWZW5kX29mX3R1cm5fc2lsZW5jZV9tcxgCIAEoBRIhChlkaXNhYmxlX2VhZ2VyX2VuZF9vZl90dXJuGAMgASgIEhoKDWVvdF90aHJlc2hvbGQYBCABKAJIAIgBARIgChNlYWdlcl9lb3RfdGhyZXNob2xkGAUgASgCSAGIAQESLgoEbW9kZRgGIAEoDjIgLnZvaWNlYWdlbnQudjEuVHVybkRldGVjdGlvbk1vZGUSFgoObWF4X3NpbGVuY2VfbXMYByABKAUSIQoUY29tcGxldGlvbl90aHJlc2hvbGQYCCABKAJIAogBARIeChZiYXJnZV9pbl9vbl9hbnlfc3BlZWNoGAkgASgIQhAKDl9lb3RfdGhyZXNob2xkQhYKFF9lYWdlcl9lb3RfdGhyZXNob2xkQhcKFV9jb21wbGV0aW9uX3RocmVzaG9sZCLHAgoNU2Vzc2lvbkNvbmZpZxIwCgxpbnB1dF9mb3JtYXQYASABKAsyGi52b2ljZWFnZW50LnYxLkF1ZGlvRm9ybWF0EjEKDW91dHB1dF9mb3JtYXQYAiABKAsyGi52b2ljZWFnZW50LnYxLkF1ZGlvRm9ybWF0EgsKA3N0dBgDIAEoCRILCgNsbG0YBCABKAkSEQoJbGxtX21vZGVsGAUgASgJEgsKA3R0cxgGIAEoCRIRCgl0dHNfdm9pY2UYByABKAkSEwoLY2FtcGFpZ25faWQYCCABKAkSFQoNc3lzdGVtX3Byb21wdBgJIAEoCRIQCghncmVldGluZxgKIAEoCRIQCghsYW5ndWFnZRgLIAEoCRI0Cg50dXJuX2RldGVjdGlvbhgMIAEoCzIcLnZvaWNlYWdlbnQudjEuVHVybkRldGVjdGlvbiJ8CgxDb25maWdVcGRhdGUSEQoJbGxtX21vZGVsGAEgASgJEhEKCXR0c192b2ljZRgCIAEoCRIVCg1zeXN0ZW1fcHJvbXB0GAMgASgJEi8KC3VwZGF0ZV9tYXNrGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayIICgZIYW5ndXAixQEKD0NvbnZlcnNlUmVxdWVzdBIuCgZjb25maWcYASABKAsyHC52b2ljZWFnZW50LnYxLlNlc3Npb25Db25maWdIABIPCgVhdWRpbxgCIAEoDEgAEi0KBnVwZGF0ZRgDIAEoCzIbLnZvaWNlYWdlbnQudjEuQ29uZmlnVXBkYXRlSAASDgoEdGV4dBgEIAEoCUgAEicKBmhhbmd1cBgFIAEoCzIVLnZvaWNlYWdlbnQudjEuSGFuZ3VwSABCCQoHcmVxdWVzdCJSCg5TZXNzaW9uU3RhcnRlZBISCgpzZXNzaW9uX2lkGAEgASgJEiwKBmNvbmZpZxgCIAEoCzIcLnZvaWNlYWdlbnQudjEuU2Vzc2lvbkNvbmZpZyKlAQoKVHJhbnNjcmlwdBIMCgR0ZXh0GAEgASgJEhAKCGlzX2ZpbmFsGAIgASgIEicKBWV2ZW50GAMgASgOMhgudm9pY2VhZ2VudC52MS5UdXJuRXZlbnQSEgoKdHVybl9pbmRleBgEIAEoBRIdChVhdWRpb193aW5kb3dfc3RhcnRfbXMYBSABKAUSGwoTYXVkaW9fd2luZG93X2VuZF9tcxgGIAEoBSJICglBZ2VudFRleHQSDwoHdHVybl9pZBgBIAEoBRINCgVkZWx0YRgCIAEoCRINCgVmaW5hbBgDIAEoCBIMCgR0ZXh0GAQgASgJIicKBUF1ZGlvEg0KBWF1ZGlvGAEgASgMEg8KB3R1cm5faWQYAiABKAUiUQoFRXZlbnQSJgoEdHlwZRgBIAEoDjIYLnZvaWNlYWdlbnQudjEuRXZlbnRUeXBlEg8KB3R1cm5faWQYAiABKAUSDwoHbWVzc2FnZRgDIAEoCSLOAQoLVHVybk1ldHJpY3MSDwoHdHVybl9pZBgBIAEoBRIUCgxzdHRfZmluYWxfbXMYAiABKAESGgoSbGxtX2ZpcnN0X3Rva2VuX21zGAMgASgBEhoKEnR0c19maXJzdF9hdWRpb19tcxgEIAEoARIZChF2b2ljZV90b192b2ljZV9tcxgFIAEoARIdChBiYXJnZV9pbl9zdG9wX21zGAYgASgBSACIAQESEQoJZnJvbV90ZXh0GAcgASgIQhMKEV9iYXJnZV9pbl9zdG9wX21zIiYKBUVycm9yEgwKBGNvZGUYASABKAUSDwoHbWVzc2FnZRgCIAEoCSLdAgoQQ29udmVyc2VSZXNwb25zZRI4Cg9zZXNzaW9uX3N0YXJ0ZWQYASABKAsyHS52b2ljZWFnZW50LnYxLlNlc3Npb25TdGFydGVkSAASLwoKdHJhbnNjcmlwdBgCIAEoCzIZLnZvaWNlYWdlbnQudjEuVHJhbnNjcmlwdEgAEi4KCmFnZW50X3RleHQYAyABKAsyGC52b2ljZWFnZW50LnYxLkFnZW50VGV4dEgAEiUKBWF1ZGlvGAQgASgLMhQudm9pY2VhZ2VudC52MS5BdWRpb0gAEiUKBWV2ZW50GAUgASgLMhQudm9pY2VhZ2VudC52MS5FdmVudEgAEi0KB21ldHJpY3MYBiABKAsyGi52b2ljZWFnZW50LnYxLlR1cm5NZXRyaWNzSAASJQoFZXJyb3IYByABKAsyFC52b2ljZWFnZW50LnYxLkVycm9ySABCCgoIcmVzcG9uc2UiEwoRTGlzdE1vZGVsc1JlcXVlc3QiYwoFTW9kZWwSCgoCaWQYASABKAkSDwoHYmFja2VuZBgCIAEoCRIRCglhdmFpbGFibGUYAyABKAgSGgoSdW5hdmFpbGFibGVfcmVhc29uGAQgASgJEg4KBmxvYWRlZBgFIAEoCCI6ChJMaXN0TW9kZWxzUmVzcG9uc2USJAoGbW9kZWxzGAEgAygLMhQudm9pY2VhZ2VudC52MS5Nb2RlbCIkChFMaXN0Vm9pY2VzUmVxdWVzdBIPCgdiYWNrZW5kGAEgASgJIoMBCgVWb2ljZRIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhAKCGxhbmd1YWdlGAMgASgJEg4KBmdlbmRlchgEIAEoCRIPCgdiYWNrZW5kGAUgASgJEhEKCWF2YWlsYWJsZRgGIAEoCBIaChJ1bmF2YWlsYWJsZV9yZWFzb24YByABKAkiOgoSTGlzdFZvaWNlc1Jlc3BvbnNlEiQKBnZvaWNlcxgBIAMoCzIULnZvaWNlYWdlbnQudjEuVm9pY2UiZQoTUHJldmlld1ZvaWNlUmVxdWVzdBINCgV2b2ljZRgBIAEoCRIMCgR0ZXh0GAIgASgJEjEKDW91dHB1dF9mb3JtYXQYAyABKAsyGi52b2ljZWFnZW50LnYxLkF1ZGlvRm9ybWF0IlgKFFByZXZpZXdWb2ljZVJlc3BvbnNlEg0KBWF1ZGlvGAEgASgMEjEKDW91dHB1dF9mb3JtYXQYAiABKAsyGi52b2ljZWFnZW50LnYxLkF1ZGlvRm9ybWF0IhIKEEdldENvbmZpZ1JlcXVlc3QiUgoGQ29uZmlnEgsKA3N0dBgBIAEoCRIRCglsbG1fbW9kZWwYAiABKAkSEQoJdHRzX3ZvaWNlGAMgASgJEhUKDXN5c3RlbV9wcm9tcHQYBCABKAkibQoTVXBkYXRlQ29uZmlnUmVxdWVzdBIlCgZjb25maWcYASABKAsyFS52b2ljZWFnZW50LnYxLkNvbmZpZxIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siFAoSV2F0Y2hDb25maWdSZXF1ZXN0KlIKDUF1ZGlvRW5jb2RpbmcSHgoaQVVESU9fRU5DT0RJTkdfVU5TUEVDSUZJRUQQABIMCghMSU5FQVIxNhABEgkKBU1VTEFXEAISCAoEQUxBVxADKnEKEVR1cm5EZXRlY3Rpb25Nb2RlEiMKH1RVUk5fREVURUNUSU9OX01PREVfVU5TUEVDSUZJRUQQABIbChdUVVJOX0RFVEVDVElPTl9TRU1BTlRJQxABEhoKFlRVUk5fREVURUNUSU9OX1NJTEVOQ0UQAiqAAQoJVHVybkV2ZW50EhoKFlRVUk5fRVZFTlRfVU5TUEVDSUZJRUQQABIRCg1TVEFSVF9PRl9UVVJOEAESCgoGVVBEQVRFEAISFQoRRUFHRVJfRU5EX09GX1RVUk4QAxIQCgxUVVJOX1JFU1VNRUQQBBIPCgtFTkRfT0ZfVFVSThAFKn8KCUV2ZW50VHlwZRIaChZFVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASDAoIQkFSR0VfSU4QARISCg5DT05GSUdfQVBQTElFRBACEhMKD0FHRU5UX1RVUk5fRE9ORRADEg4KCkdPSU5HX0FXQVkQBBIPCgtCQUNLQ0hBTk5FTBAFMpgFCgpWb2ljZUFnZW50Ek8KCENvbnZlcnNlEh4udm9pY2VhZ2VudC52MS5Db252ZXJzZVJlcXVlc3QaHy52b2ljZWFnZW50LnYxLkNvbnZlcnNlUmVzcG9uc2UoATABElEKCkxpc3RNb2RlbHMSIC52b2ljZWFnZW50LnYxLkxpc3RNb2RlbHNSZXF1ZXN0GiEudm9pY2VhZ2VudC52MS5MaXN0TW9kZWxzUmVzcG9uc2USUQoKTGlzdFZvaWNlcxIgLnZvaWNlYWdlbnQudjEuTGlzdFZvaWNlc1JlcXVlc3QaIS52b2ljZWFnZW50LnYxLkxpc3RWb2ljZXNSZXNwb25zZRJXCgxQcmV2aWV3Vm9pY2USIi52b2ljZWFnZW50LnYxLlByZXZpZXdWb2ljZVJlcXVlc3QaIy52b2ljZWFnZW50LnYxLlByZXZpZXdWb2ljZVJlc3BvbnNlEl8KElN0cmVhbVByZXZpZXdWb2ljZRIiLnZvaWNlYWdlbnQudjEuUHJldmlld1ZvaWNlUmVxdWVzdBojLnZvaWNlYWdlbnQudjEuUHJldmlld1ZvaWNlUmVzcG9uc2UwARJDCglHZXRDb25maWcSHy52b2ljZWFnZW50LnYxLkdldENvbmZpZ1JlcXVlc3QaFS52b2ljZWFnZW50LnYxLkNvbmZpZxJJCgxVcGRhdGVDb25maWcSIi52b2ljZWFnZW50LnYxLlVwZGF0ZUNvbmZpZ1JlcXVlc3QaFS52b2ljZWFnZW50LnYxLkNvbmZpZxJJCgtXYXRjaENvbmZpZxIhLnZvaWNlYWdlbnQudjEuV2F0Y2hDb25maWdSZXF1ZXN0GhUudm9pY2VhZ2VudC52MS5Db25maWcwAWIGcHJvdG8z", [file_google_protobuf_field_mask]);
+  fileDesc("Ch92b2ljZWFnZW50L3YxL3ZvaWNlX2FnZW50LnByb3RvEg12b2ljZWFnZW50LnYxIlgKC0F1ZGlvRm9ybWF0Ei4KCGVuY29kaW5nGAEgASgOMhwudm9pY2VhZ2VudC52MS5BdWRpb0VuY29kaW5nEhkKEXNhbXBsZV9yYXRlX2hlcnR6GAIgASgFIoQDCg1UdXJuRGV0ZWN0aW9uEiQKHGVhZ2VyX2VuZF9vZl90dXJuX3NpbGVuY2VfbXMYASABKAUSHgoWZW5kX29mX3R1cm5fc2lsZW5jZV9tcxgCIAEoBRIhChlkaXNhYmxlX2VhZ2VyX2VuZF9vZl90dXJuGAMgASgIEhoKDWVvdF90aHJlc2hvbGQYBCABKAJIAIgBARIgChNlYWdlcl9lb3RfdGhyZXNob2xkGAUgASgCSAGIAQESLgoEbW9kZRgGIAEoDjIgLnZvaWNlYWdlbnQudjEuVHVybkRldGVjdGlvbk1vZGUSFgoObWF4X3NpbGVuY2VfbXMYByABKAUSIQoUY29tcGxldGlvbl90aHJlc2hvbGQYCCABKAJIAogBARIeChZiYXJnZV9pbl9vbl9hbnlfc3BlZWNoGAkgASgIQhAKDl9lb3RfdGhyZXNob2xkQhYKFF9lYWdlcl9lb3RfdGhyZXNob2xkQhcKFV9jb21wbGV0aW9uX3RocmVzaG9sZCLHAgoNU2Vzc2lvbkNvbmZpZxIwCgxpbnB1dF9mb3JtYXQYASABKAsyGi52b2ljZWFnZW50LnYxLkF1ZGlvRm9ybWF0EjEKDW91dHB1dF9mb3JtYXQYAiABKAsyGi52b2ljZWFnZW50LnYxLkF1ZGlvRm9ybWF0EgsKA3N0dBgDIAEoCRILCgNsbG0YBCABKAkSEQoJbGxtX21vZGVsGAUgASgJEgsKA3R0cxgGIAEoCRIRCgl0dHNfdm9pY2UYByABKAkSEwoLY2FtcGFpZ25faWQYCCABKAkSFQoNc3lzdGVtX3Byb21wdBgJIAEoCRIQCghncmVldGluZxgKIAEoCRIQCghsYW5ndWFnZRgLIAEoCRI0Cg50dXJuX2RldGVjdGlvbhgMIAEoCzIcLnZvaWNlYWdlbnQudjEuVHVybkRldGVjdGlvbiJ8CgxDb25maWdVcGRhdGUSEQoJbGxtX21vZGVsGAEgASgJEhEKCXR0c192b2ljZRgCIAEoCRIVCg1zeXN0ZW1fcHJvbXB0GAMgASgJEi8KC3VwZGF0ZV9tYXNrGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayIICgZIYW5ndXAixQEKD0NvbnZlcnNlUmVxdWVzdBIuCgZjb25maWcYASABKAsyHC52b2ljZWFnZW50LnYxLlNlc3Npb25Db25maWdIABIPCgVhdWRpbxgCIAEoDEgAEi0KBnVwZGF0ZRgDIAEoCzIbLnZvaWNlYWdlbnQudjEuQ29uZmlnVXBkYXRlSAASDgoEdGV4dBgEIAEoCUgAEicKBmhhbmd1cBgFIAEoCzIVLnZvaWNlYWdlbnQudjEuSGFuZ3VwSABCCQoHcmVxdWVzdCJSCg5TZXNzaW9uU3RhcnRlZBISCgpzZXNzaW9uX2lkGAEgASgJEiwKBmNvbmZpZxgCIAEoCzIcLnZvaWNlYWdlbnQudjEuU2Vzc2lvbkNvbmZpZyKlAQoKVHJhbnNjcmlwdBIMCgR0ZXh0GAEgASgJEhAKCGlzX2ZpbmFsGAIgASgIEicKBWV2ZW50GAMgASgOMhgudm9pY2VhZ2VudC52MS5UdXJuRXZlbnQSEgoKdHVybl9pbmRleBgEIAEoBRIdChVhdWRpb193aW5kb3dfc3RhcnRfbXMYBSABKAUSGwoTYXVkaW9fd2luZG93X2VuZF9tcxgGIAEoBSJICglBZ2VudFRleHQSDwoHdHVybl9pZBgBIAEoBRINCgVkZWx0YRgCIAEoCRINCgVmaW5hbBgDIAEoCBIMCgR0ZXh0GAQgASgJIicKBUF1ZGlvEg0KBWF1ZGlvGAEgASgMEg8KB3R1cm5faWQYAiABKAUiUQoFRXZlbnQSJgoEdHlwZRgBIAEoDjIYLnZvaWNlYWdlbnQudjEuRXZlbnRUeXBlEg8KB3R1cm5faWQYAiABKAUSDwoHbWVzc2FnZRgDIAEoCSLOAQoLVHVybk1ldHJpY3MSDwoHdHVybl9pZBgBIAEoBRIUCgxzdHRfZmluYWxfbXMYAiABKAESGgoSbGxtX2ZpcnN0X3Rva2VuX21zGAMgASgBEhoKEnR0c19maXJzdF9hdWRpb19tcxgEIAEoARIZChF2b2ljZV90b192b2ljZV9tcxgFIAEoARIdChBiYXJnZV9pbl9zdG9wX21zGAYgASgBSACIAQESEQoJZnJvbV90ZXh0GAcgASgIQhMKEV9iYXJnZV9pbl9zdG9wX21zIiYKBUVycm9yEgwKBGNvZGUYASABKAUSDwoHbWVzc2FnZRgCIAEoCSLdAgoQQ29udmVyc2VSZXNwb25zZRI4Cg9zZXNzaW9uX3N0YXJ0ZWQYASABKAsyHS52b2ljZWFnZW50LnYxLlNlc3Npb25TdGFydGVkSAASLwoKdHJhbnNjcmlwdBgCIAEoCzIZLnZvaWNlYWdlbnQudjEuVHJhbnNjcmlwdEgAEi4KCmFnZW50X3RleHQYAyABKAsyGC52b2ljZWFnZW50LnYxLkFnZW50VGV4dEgAEiUKBWF1ZGlvGAQgASgLMhQudm9pY2VhZ2VudC52MS5BdWRpb0gAEiUKBWV2ZW50GAUgASgLMhQudm9pY2VhZ2VudC52MS5FdmVudEgAEi0KB21ldHJpY3MYBiABKAsyGi52b2ljZWFnZW50LnYxLlR1cm5NZXRyaWNzSAASJQoFZXJyb3IYByABKAsyFC52b2ljZWFnZW50LnYxLkVycm9ySABCCgoIcmVzcG9uc2UiPwoTTGlzdEJhY2tlbmRzUmVxdWVzdBIoCgRraW5kGAEgASgOMhoudm9pY2VhZ2VudC52MS5CYWNrZW5kS2luZCKWAQoHQmFja2VuZBIoCgRraW5kGAEgASgOMhoudm9pY2VhZ2VudC52MS5CYWNrZW5kS2luZBIMCgRuYW1lGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIRCglhdmFpbGFibGUYBCABKAgSGgoSdW5hdmFpbGFibGVfcmVhc29uGAUgASgJEg4KBmxvYWRlZBgGIAEoCCJAChRMaXN0QmFja2VuZHNSZXNwb25zZRIoCghiYWNrZW5kcxgBIAMoCzIWLnZvaWNlYWdlbnQudjEuQmFja2VuZCITChFMaXN0TW9kZWxzUmVxdWVzdCJjCgVNb2RlbBIKCgJpZBgBIAEoCRIPCgdiYWNrZW5kGAIgASgJEhEKCWF2YWlsYWJsZRgDIAEoCBIaChJ1bmF2YWlsYWJsZV9yZWFzb24YBCABKAkSDgoGbG9hZGVkGAUgASgIIjoKEkxpc3RNb2RlbHNSZXNwb25zZRIkCgZtb2RlbHMYASADKAsyFC52b2ljZWFnZW50LnYxLk1vZGVsIiQKEUxpc3RWb2ljZXNSZXF1ZXN0Eg8KB2JhY2tlbmQYASABKAkigwEKBVZvaWNlEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEAoIbGFuZ3VhZ2UYAyABKAkSDgoGZ2VuZGVyGAQgASgJEg8KB2JhY2tlbmQYBSABKAkSEQoJYXZhaWxhYmxlGAYgASgIEhoKEnVuYXZhaWxhYmxlX3JlYXNvbhgHIAEoCSI6ChJMaXN0Vm9pY2VzUmVzcG9uc2USJAoGdm9pY2VzGAEgAygLMhQudm9pY2VhZ2VudC52MS5Wb2ljZSJlChNQcmV2aWV3Vm9pY2VSZXF1ZXN0Eg0KBXZvaWNlGAEgASgJEgwKBHRleHQYAiABKAkSMQoNb3V0cHV0X2Zvcm1hdBgDIAEoCzIaLnZvaWNlYWdlbnQudjEuQXVkaW9Gb3JtYXQiWAoUUHJldmlld1ZvaWNlUmVzcG9uc2USDQoFYXVkaW8YASABKAwSMQoNb3V0cHV0X2Zvcm1hdBgCIAEoCzIaLnZvaWNlYWdlbnQudjEuQXVkaW9Gb3JtYXQiEgoQR2V0Q29uZmlnUmVxdWVzdCJSCgZDb25maWcSCwoDc3R0GAEgASgJEhEKCWxsbV9tb2RlbBgCIAEoCRIRCgl0dHNfdm9pY2UYAyABKAkSFQoNc3lzdGVtX3Byb21wdBgEIAEoCSJtChNVcGRhdGVDb25maWdSZXF1ZXN0EiUKBmNvbmZpZxgBIAEoCzIVLnZvaWNlYWdlbnQudjEuQ29uZmlnEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayIUChJXYXRjaENvbmZpZ1JlcXVlc3QqUgoNQXVkaW9FbmNvZGluZxIeChpBVURJT19FTkNPRElOR19VTlNQRUNJRklFRBAAEgwKCExJTkVBUjE2EAESCQoFTVVMQVcQAhIICgRBTEFXEAMqcQoRVHVybkRldGVjdGlvbk1vZGUSIwofVFVSTl9ERVRFQ1RJT05fTU9ERV9VTlNQRUNJRklFRBAAEhsKF1RVUk5fREVURUNUSU9OX1NFTUFOVElDEAESGgoWVFVSTl9ERVRFQ1RJT05fU0lMRU5DRRACKoABCglUdXJuRXZlbnQSGgoWVFVSTl9FVkVOVF9VTlNQRUNJRklFRBAAEhEKDVNUQVJUX09GX1RVUk4QARIKCgZVUERBVEUQAhIVChFFQUdFUl9FTkRfT0ZfVFVSThADEhAKDFRVUk5fUkVTVU1FRBAEEg8KC0VORF9PRl9UVVJOEAUqfwoJRXZlbnRUeXBlEhoKFkVWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIMCghCQVJHRV9JThABEhIKDkNPTkZJR19BUFBMSUVEEAISEwoPQUdFTlRfVFVSTl9ET05FEAMSDgoKR09JTkdfQVdBWRAEEg8KC0JBQ0tDSEFOTkVMEAUqbQoLQmFja2VuZEtpbmQSHAoYQkFDS0VORF9LSU5EX1VOU1BFQ0lGSUVEEAASFAoQQkFDS0VORF9LSU5EX1NUVBABEhQKEEJBQ0tFTkRfS0lORF9MTE0QAhIUChBCQUNLRU5EX0tJTkRfVFRTEAMy8QUKClZvaWNlQWdlbnQSTwoIQ29udmVyc2USHi52b2ljZWFnZW50LnYxLkNvbnZlcnNlUmVxdWVzdBofLnZvaWNlYWdlbnQudjEuQ29udmVyc2VSZXNwb25zZSgBMAESVwoMTGlzdEJhY2tlbmRzEiIudm9pY2VhZ2VudC52MS5MaXN0QmFja2VuZHNSZXF1ZXN0GiMudm9pY2VhZ2VudC52MS5MaXN0QmFja2VuZHNSZXNwb25zZRJRCgpMaXN0TW9kZWxzEiAudm9pY2VhZ2VudC52MS5MaXN0TW9kZWxzUmVxdWVzdBohLnZvaWNlYWdlbnQudjEuTGlzdE1vZGVsc1Jlc3BvbnNlElEKCkxpc3RWb2ljZXMSIC52b2ljZWFnZW50LnYxLkxpc3RWb2ljZXNSZXF1ZXN0GiEudm9pY2VhZ2VudC52MS5MaXN0Vm9pY2VzUmVzcG9uc2USVwoMUHJldmlld1ZvaWNlEiIudm9pY2VhZ2VudC52MS5QcmV2aWV3Vm9pY2VSZXF1ZXN0GiMudm9pY2VhZ2VudC52MS5QcmV2aWV3Vm9pY2VSZXNwb25zZRJfChJTdHJlYW1QcmV2aWV3Vm9pY2USIi52b2ljZWFnZW50LnYxLlByZXZpZXdWb2ljZVJlcXVlc3QaIy52b2ljZWFnZW50LnYxLlByZXZpZXdWb2ljZVJlc3BvbnNlMAESQwoJR2V0Q29uZmlnEh8udm9pY2VhZ2VudC52MS5HZXRDb25maWdSZXF1ZXN0GhUudm9pY2VhZ2VudC52MS5Db25maWcSSQoMVXBkYXRlQ29uZmlnEiIudm9pY2VhZ2VudC52MS5VcGRhdGVDb25maWdSZXF1ZXN0GhUudm9pY2VhZ2VudC52MS5Db25maWcSSQoLV2F0Y2hDb25maWcSIS52b2ljZWFnZW50LnYxLldhdGNoQ29uZmlnUmVxdWVzdBoVLnZvaWNlYWdlbnQudjEuQ29uZmlnMAFiBnByb3RvMw", [file_google_protobuf_field_mask]);
 
 /**
  * @generated from message voiceagent.v1.AudioFormat
@@ -617,6 +617,92 @@ export const ConverseResponseSchema: GenMessage<ConverseResponse> = /*@__PURE__*
   messageDesc(file_voiceagent_v1_voice_agent, 13);
 
 /**
+ * @generated from message voiceagent.v1.ListBackendsRequest
+ */
+export type ListBackendsRequest = Message<"voiceagent.v1.ListBackendsRequest"> & {
+  /**
+   * Unspecified: every kind.
+   *
+   * @generated from field: voiceagent.v1.BackendKind kind = 1;
+   */
+  kind: BackendKind;
+};
+
+/**
+ * Describes the message voiceagent.v1.ListBackendsRequest.
+ * Use `create(ListBackendsRequestSchema)` to create a new message.
+ */
+export const ListBackendsRequestSchema: GenMessage<ListBackendsRequest> = /*@__PURE__*/
+  messageDesc(file_voiceagent_v1_voice_agent, 14);
+
+/**
+ * @generated from message voiceagent.v1.Backend
+ */
+export type Backend = Message<"voiceagent.v1.Backend"> & {
+  /**
+   * @generated from field: voiceagent.v1.BackendKind kind = 1;
+   */
+  kind: BackendKind;
+
+  /**
+   * As SessionConfig.stt/llm/tts and Config.stt take it, e.g. "whisper", "deepgram-flux".
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * For people, e.g. "Whisper (on this server)", "Deepgram Flux (cloud)".
+   *
+   * @generated from field: string display_name = 3;
+   */
+  displayName: string;
+
+  /**
+   * @generated from field: bool available = 4;
+   */
+  available: boolean;
+
+  /**
+   * Why it cannot be used here, e.g. "DEEPGRAM_API_KEY not set".
+   *
+   * @generated from field: string unavailable_reason = 5;
+   */
+  unavailableReason: string;
+
+  /**
+   * Weights or client ready on this instance.
+   *
+   * @generated from field: bool loaded = 6;
+   */
+  loaded: boolean;
+};
+
+/**
+ * Describes the message voiceagent.v1.Backend.
+ * Use `create(BackendSchema)` to create a new message.
+ */
+export const BackendSchema: GenMessage<Backend> = /*@__PURE__*/
+  messageDesc(file_voiceagent_v1_voice_agent, 15);
+
+/**
+ * @generated from message voiceagent.v1.ListBackendsResponse
+ */
+export type ListBackendsResponse = Message<"voiceagent.v1.ListBackendsResponse"> & {
+  /**
+   * @generated from field: repeated voiceagent.v1.Backend backends = 1;
+   */
+  backends: Backend[];
+};
+
+/**
+ * Describes the message voiceagent.v1.ListBackendsResponse.
+ * Use `create(ListBackendsResponseSchema)` to create a new message.
+ */
+export const ListBackendsResponseSchema: GenMessage<ListBackendsResponse> = /*@__PURE__*/
+  messageDesc(file_voiceagent_v1_voice_agent, 16);
+
+/**
  * @generated from message voiceagent.v1.ListModelsRequest
  */
 export type ListModelsRequest = Message<"voiceagent.v1.ListModelsRequest"> & {
@@ -627,7 +713,7 @@ export type ListModelsRequest = Message<"voiceagent.v1.ListModelsRequest"> & {
  * Use `create(ListModelsRequestSchema)` to create a new message.
  */
 export const ListModelsRequestSchema: GenMessage<ListModelsRequest> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 14);
+  messageDesc(file_voiceagent_v1_voice_agent, 17);
 
 /**
  * @generated from message voiceagent.v1.Model
@@ -670,7 +756,7 @@ export type Model = Message<"voiceagent.v1.Model"> & {
  * Use `create(ModelSchema)` to create a new message.
  */
 export const ModelSchema: GenMessage<Model> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 15);
+  messageDesc(file_voiceagent_v1_voice_agent, 18);
 
 /**
  * @generated from message voiceagent.v1.ListModelsResponse
@@ -687,7 +773,7 @@ export type ListModelsResponse = Message<"voiceagent.v1.ListModelsResponse"> & {
  * Use `create(ListModelsResponseSchema)` to create a new message.
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 16);
+  messageDesc(file_voiceagent_v1_voice_agent, 19);
 
 /**
  * @generated from message voiceagent.v1.ListVoicesRequest
@@ -706,7 +792,7 @@ export type ListVoicesRequest = Message<"voiceagent.v1.ListVoicesRequest"> & {
  * Use `create(ListVoicesRequestSchema)` to create a new message.
  */
 export const ListVoicesRequestSchema: GenMessage<ListVoicesRequest> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 17);
+  messageDesc(file_voiceagent_v1_voice_agent, 20);
 
 /**
  * @generated from message voiceagent.v1.Voice
@@ -755,7 +841,7 @@ export type Voice = Message<"voiceagent.v1.Voice"> & {
  * Use `create(VoiceSchema)` to create a new message.
  */
 export const VoiceSchema: GenMessage<Voice> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 18);
+  messageDesc(file_voiceagent_v1_voice_agent, 21);
 
 /**
  * @generated from message voiceagent.v1.ListVoicesResponse
@@ -772,7 +858,7 @@ export type ListVoicesResponse = Message<"voiceagent.v1.ListVoicesResponse"> & {
  * Use `create(ListVoicesResponseSchema)` to create a new message.
  */
 export const ListVoicesResponseSchema: GenMessage<ListVoicesResponse> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 19);
+  messageDesc(file_voiceagent_v1_voice_agent, 22);
 
 /**
  * @generated from message voiceagent.v1.PreviewVoiceRequest
@@ -805,7 +891,7 @@ export type PreviewVoiceRequest = Message<"voiceagent.v1.PreviewVoiceRequest"> &
  * Use `create(PreviewVoiceRequestSchema)` to create a new message.
  */
 export const PreviewVoiceRequestSchema: GenMessage<PreviewVoiceRequest> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 20);
+  messageDesc(file_voiceagent_v1_voice_agent, 23);
 
 /**
  * @generated from message voiceagent.v1.PreviewVoiceResponse
@@ -827,7 +913,7 @@ export type PreviewVoiceResponse = Message<"voiceagent.v1.PreviewVoiceResponse">
  * Use `create(PreviewVoiceResponseSchema)` to create a new message.
  */
 export const PreviewVoiceResponseSchema: GenMessage<PreviewVoiceResponse> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 21);
+  messageDesc(file_voiceagent_v1_voice_agent, 24);
 
 /**
  * @generated from message voiceagent.v1.GetConfigRequest
@@ -840,7 +926,7 @@ export type GetConfigRequest = Message<"voiceagent.v1.GetConfigRequest"> & {
  * Use `create(GetConfigRequestSchema)` to create a new message.
  */
 export const GetConfigRequestSchema: GenMessage<GetConfigRequest> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 22);
+  messageDesc(file_voiceagent_v1_voice_agent, 25);
 
 /**
  * Server-wide defaults for new sessions. A model or voice id names its backend (see ListModels
@@ -877,7 +963,7 @@ export type Config = Message<"voiceagent.v1.Config"> & {
  * Use `create(ConfigSchema)` to create a new message.
  */
 export const ConfigSchema: GenMessage<Config> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 23);
+  messageDesc(file_voiceagent_v1_voice_agent, 26);
 
 /**
  * @generated from message voiceagent.v1.UpdateConfigRequest
@@ -899,7 +985,7 @@ export type UpdateConfigRequest = Message<"voiceagent.v1.UpdateConfigRequest"> &
  * Use `create(UpdateConfigRequestSchema)` to create a new message.
  */
 export const UpdateConfigRequestSchema: GenMessage<UpdateConfigRequest> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 24);
+  messageDesc(file_voiceagent_v1_voice_agent, 27);
 
 /**
  * @generated from message voiceagent.v1.WatchConfigRequest
@@ -912,7 +998,7 @@ export type WatchConfigRequest = Message<"voiceagent.v1.WatchConfigRequest"> & {
  * Use `create(WatchConfigRequestSchema)` to create a new message.
  */
 export const WatchConfigRequestSchema: GenMessage<WatchConfigRequest> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 25);
+  messageDesc(file_voiceagent_v1_voice_agent, 28);
 
 /**
  * @generated from enum voiceagent.v1.AudioEncoding
@@ -1083,6 +1169,37 @@ export const EventTypeSchema: GenEnum<EventType> = /*@__PURE__*/
   enumDesc(file_voiceagent_v1_voice_agent, 3);
 
 /**
+ * @generated from enum voiceagent.v1.BackendKind
+ */
+export enum BackendKind {
+  /**
+   * @generated from enum value: BACKEND_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: BACKEND_KIND_STT = 1;
+   */
+  STT = 1,
+
+  /**
+   * @generated from enum value: BACKEND_KIND_LLM = 2;
+   */
+  LLM = 2,
+
+  /**
+   * @generated from enum value: BACKEND_KIND_TTS = 3;
+   */
+  TTS = 3,
+}
+
+/**
+ * Describes the enum voiceagent.v1.BackendKind.
+ */
+export const BackendKindSchema: GenEnum<BackendKind> = /*@__PURE__*/
+  enumDesc(file_voiceagent_v1_voice_agent, 4);
+
+/**
  * @generated from service voiceagent.v1.VoiceAgent
  */
 export const VoiceAgent: GenService<{
@@ -1099,7 +1216,17 @@ export const VoiceAgent: GenService<{
   },
   /**
    * "AI options": what can be chosen, and the server-wide defaults for new sessions.
+   * The backends of each kind (speech to text, language model, speech synthesis), with whether
+   * each can be used here and a name for people.
    *
+   * @generated from rpc voiceagent.v1.VoiceAgent.ListBackends
+   */
+  listBackends: {
+    methodKind: "unary";
+    input: typeof ListBackendsRequestSchema;
+    output: typeof ListBackendsResponseSchema;
+  },
+  /**
    * @generated from rpc voiceagent.v1.VoiceAgent.ListModels
    */
   listModels: {
