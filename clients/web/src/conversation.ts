@@ -49,6 +49,7 @@ export class Conversation {
     this.transcript = make("ol", "transcript");
     this.transcript.setAttribute("aria-label", `Conversation of call ${number}`);
     this.transcript.setAttribute("aria-live", "polite");
+    this.transcript.tabIndex = 0; // it scrolls: keyboard users must reach it
 
     const latency = make("details", "latency");
     latency.open = true;

@@ -225,8 +225,9 @@ async function startCall(): Promise<void> {
   ui.start.disabled = true;
   refreshControls();
   const machine = stateMachine;
+  let closed = false; // the server may end the call before Call.start returns (a refused token)
   try {
-    call = await Call.start(
+    const started = await Call.start(
       {
         stt: options.stt.value,
         llmModel: options.model.value,
@@ -238,10 +239,21 @@ async function startCall(): Promise<void> {
         speakerId: devices.speaker.value,
       },
       token(),
-      { onResponse, onPlaying: (playing) => machine.speaker(playing), onClosed },
+      {
+        onResponse,
+        onPlaying: (playing) => machine.speaker(playing),
+        onClosed(code, reason, hungUp) {
+          closed = true;
+          onClosed(code, reason, hungUp);
+        },
+      },
     );
-    meterFrame = window.requestAnimationFrame(meter);
+    if (!closed) {
+      call = started;
+      meterFrame = window.requestAnimationFrame(meter);
+    }
   } catch (error) {
+    if (closed) return; // the call ended while the microphone opened: its ending is the news
     if (error instanceof CouldNotConnect) {
       logEvent(`WebSocket: ${error.message}`);
       onClosed(1006, "", false);

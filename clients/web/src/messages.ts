@@ -73,11 +73,13 @@ export interface Ending {
 export function callEnding(code: number, lastError: number, goingAway: boolean, hungUp: boolean): Ending {
   if (code === 1008) return { text: `${TOKEN_NEEDED} The call could not start.`, failed: true, trouble: "token" };
   if (goingAway && (code === 1000 || code === 1001 || code === 4014)) {
-    return { text: "The server shut down, so the call ended. Call again when it is back.", failed: true };
+    return { text: "The server shut down, so the call ended.", failed: true };
   }
-  if (code === 1000) return { text: hungUp ? "The call ended." : "The agent ended the call.", failed: false };
+  // Hung up here: the page closes the socket itself if the server is slow to (1005/1006 then).
+  if (hungUp && [1000, 1005, 1006].includes(code)) return { text: "The call ended.", failed: false };
+  if (code === 1000) return { text: "The agent ended the call.", failed: false };
   if (code === 1001) {
-    return { text: "The server stopped during the call, so the call ended. Call again when it is back.", failed: true };
+    return { text: "The server stopped during the call, so the call ended.", failed: true };
   }
   if (code === 1006) return { text: "The connection to the server was lost, so the call ended.", failed: true, trouble: "unreachable" };
   const status = code >= 4000 ? code - 4000 : lastError;
