@@ -9,14 +9,15 @@ Speech is a loud tone: the energy VAD marks it, the transcriber names a turn by 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from server.backends.llm.base import LLM, ChatMessage
+from server.backends.llm.base import LLM, ChatMessage, ToolCall
 from server.backends.stt.base import STT, STTStream, TurnMode, TurnOptions
 from server.backends.tts.base import TTS, SynthesizedAudio, VoiceInfo
+from server.tools.spec import ToolSpec
 from server.turns import VadTurnStream
 from server.vad import VoiceActivityDetector
 
@@ -89,7 +90,9 @@ class BenchLLM(LLM):
     def models(self) -> list[str]:
         return ["bench-model"]
 
-    async def stream(self, messages: list[ChatMessage], model: str) -> AsyncIterator[str]:  # type: ignore[override]
+    async def stream(
+        self, messages: list[ChatMessage], model: str, tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[str | ToolCall]:  # type: ignore[override]
         for i, word in enumerate(self.words):
             if self.token_delay:
                 await asyncio.sleep(self.token_delay)

@@ -31,7 +31,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CAMPAIGN_FIELDS = ("name", "persona", "greeting", "llm_model", "tts_voice", "language")
+# `tools` and `builtin_tools` hold JSON text (the Campaigns service writes and reads it).
+CAMPAIGN_FIELDS = (
+    "name",
+    "persona",
+    "greeting",
+    "llm_model",
+    "tts_voice",
+    "language",
+    "tools",
+    "builtin_tools",
+)
+_FIRST_FIELDS = CAMPAIGN_FIELDS[:6]  # the columns of schema version 1
 MAX_PAGE_SIZE = 1000
 SQLITE_FILE_NAME = "voice-agent.db"
 
@@ -56,6 +67,8 @@ class CampaignRecord:
     language: str
     update_time: datetime
     version: int
+    tools: str = ""
+    builtin_tools: str = ""
 
 
 class CampaignNotFound(KeyError):
@@ -82,7 +95,7 @@ class Migration:
 
 
 def _campaigns_table(time_type: str) -> str:
-    text_columns = "".join(f"    {name} TEXT NOT NULL DEFAULT '',\n" for name in CAMPAIGN_FIELDS)
+    text_columns = "".join(f"    {name} TEXT NOT NULL DEFAULT '',\n" for name in _FIRST_FIELDS)
     return (
         "CREATE TABLE campaigns (\n"
         "    id TEXT PRIMARY KEY,\n"
@@ -107,6 +120,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         postgres=(
             _campaigns_table("TIMESTAMPTZ"),
             "CREATE INDEX campaigns_by_creation ON campaigns (create_time, id)",
+        ),
+    ),
+    Migration(
+        version=2,  # agent actions: a campaign's tools (issue 16)
+        sqlite=(
+            "ALTER TABLE campaigns ADD COLUMN tools TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE campaigns ADD COLUMN builtin_tools TEXT NOT NULL DEFAULT ''",
+        ),
+        postgres=(
+            "ALTER TABLE campaigns ADD COLUMN tools TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE campaigns ADD COLUMN builtin_tools TEXT NOT NULL DEFAULT ''",
         ),
     ),
 )
@@ -211,16 +235,12 @@ class _SQLCampaignStore(CampaignStore):
 
     def _record(self, row: Sequence[Any]) -> CampaignRecord:
         """A row in `_COLUMNS` order; create_time stays in the database (it only orders lists)."""
+        values = dict(zip(_COLUMNS, row, strict=True))
         return CampaignRecord(
-            id=row[0],
-            name=row[1],
-            persona=row[2],
-            greeting=row[3],
-            llm_model=row[4],
-            tts_voice=row[5],
-            language=row[6],
-            update_time=self._from_db_time(row[8]),
-            version=int(row[9]),
+            id=values["id"],
+            **{name: values[name] for name in CAMPAIGN_FIELDS},
+            update_time=self._from_db_time(values["update_time"]),
+            version=int(values["version"]),
         )
 
     def create(self, fields: Mapping[str, str]) -> CampaignRecord:
@@ -263,7 +283,8 @@ class _SQLCampaignStore(CampaignStore):
         next_token = ""
         if len(rows) > page_size:
             last = page[-1]
-            next_token = _encode_page_token(self._from_db_time(last[7]), last[0])
+            created = last[_COLUMNS.index("create_time")]
+            next_token = _encode_page_token(self._from_db_time(created), last[0])
         return [self._record(row) for row in page], next_token
 
     def update(

@@ -63,3 +63,16 @@ def overlong(message: Message, limits: Mapping[str, int], prefix: str) -> str | 
         if len(value) > limit:
             return f"{prefix}.{field} has {len(value)} characters; the limit is {limit}"
     return None
+
+
+# Tools (server/tools/): what a campaign or a session may declare, and what a tool may cost.
+MAX_TOOLS = 32
+MAX_TOOL_DESCRIPTION = 1000
+MAX_TOOL_SCHEMA = 10_000
+MAX_TOOL_HEADERS = 16
+MAX_TOOL_HEADER_VALUE = 4096
+MAX_TRANSFER_TARGETS = 16
+MAX_TOOL_RESULT_BYTES = 64 << 10  # a webhook's response body, a client's result_json
+WEBHOOK_TIMEOUT_MS = (5000, 100, 30_000)  # default, lowest, highest
+CLIENT_TOOL_TIMEOUT_MS = (10_000, 100, 60_000)
+MAX_TOOL_ROUNDS = 4  # tool calls then answers, per agent turn: a model calling in a loop stops

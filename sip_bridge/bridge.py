@@ -5,6 +5,12 @@ and only when the server has said SessionStarted does the caller get 200 (so an 
 server is a 503 with Retry-After, not a call that connects to silence). Then the caller's
 frames go up the stream as the media clock delivers them, the agent's audio goes into the
 call's playout buffer, BARGE_IN flushes that buffer, and whichever side ends first ends both.
+
+The agent may end the call itself: after CALL_ENDED the bridge lets the goodbye play out, then
+sends BYE; after TRANSFER it lets the agent's line play out and sends REFER to the target (a
+blind transfer, RFC 3515), then BYE once the caller's NOTIFY reports the new call; a caller that
+refuses REFER (405...) or whose new call fails hears an apology (the server's voice, through
+PreviewVoice) and is hung up on.
 """
 
 from __future__ import annotations
@@ -37,6 +43,10 @@ from sip_bridge.sip import MediaStats, SipStack
 
 log = logging.getLogger("sip_bridge")
 
+TRANSFER_TIMEOUT = 30.0  # seconds for the REFER's final NOTIFY
+PLAYOUT_TIMEOUT = 60.0  # the most the bridge waits for the agent's last words to play
+TRANSFER_FAILED = "Sorry, I could not transfer your call. Please call again later. Goodbye."
+
 
 @dataclass(frozen=True)
 class BridgeSettings:
@@ -66,6 +76,9 @@ class CallSession:
         self.started = time.monotonic()
         self.task: asyncio.Task[None] | None = None
         self.loop = asyncio.get_running_loop()
+        self.voice = ""  # the session's voice, for an apology when a transfer fails
+        self.ending: pb.Event | None = None  # CALL_ENDED or TRANSFER from the agent
+        self.transferred: asyncio.Future[tuple[int, str]] | None = None
 
     def on_audio(self, frame: bytes) -> None:
         """Called on PJSIP's media clock thread with each frame the caller sent."""
@@ -97,7 +110,10 @@ class CallSession:
                 self.record.answer()
                 stack.answer(call_id, 200, (self.playout, self.on_audio))
                 log.info("call %d answered: session %s", call_id, first.session_started.session_id)
+                self.voice = first.session_started.config.tts_voice
                 await self._receive(responses)
+                if self.ending is not None and self.record.state is CallState.ANSWERED:
+                    await self._agent_ends(self.ending)
         except grpc.aio.AioRpcError as err:
             log.warning("call %d: stream ended: %s %s", call_id, err.code().name, err.details())
         finally:
@@ -137,10 +153,56 @@ class CallSession:
                     self.playout.flush()
                 elif response.event.type == pb.AGENT_TURN_DONE:
                     self.playout.end_turn()
+                elif response.event.type in (pb.CALL_ENDED, pb.TRANSFER):
+                    self.ending = response.event
             elif kind == "transcript" and response.transcript.is_final:
                 log.info("call %d heard: %s", self.record.call_id, response.transcript.text)
             elif kind == "error":
                 log.warning("call %d: server error: %s", self.record.call_id, response.error)
+
+    async def _agent_ends(self, event: pb.Event) -> None:
+        """The agent ended the call or hands it over: its last words first, then BYE or REFER."""
+        call_id = self.record.call_id
+        self.playout.end_turn()
+        await self._played_out()
+        if event.type == pb.CALL_ENDED:
+            log.info("call %d: the agent ended the call", call_id)
+            return  # run() sends the BYE
+        target = event.message
+        log.info("call %d: transferring to %s (REFER)", call_id, target)
+        self.transferred = self.loop.create_future()
+        self.bridge.stack.transfer(call_id, target)
+        try:
+            code, reason = await asyncio.wait_for(self.transferred, TRANSFER_TIMEOUT)
+        except TimeoutError:
+            code, reason = 408, "no final NOTIFY"
+        if 200 <= code < 300:
+            log.info("call %d: transferred to %s: %d %s", call_id, target, code, reason)
+            return
+        log.info("call %d: transfer refused: %d %s; telling the caller", call_id, code, reason)
+        try:
+            audio = await self.bridge.client.preview_voice(
+                TRANSFER_FAILED, self.voice, linear16(self.record.rate)
+            )
+        except grpc.aio.AioRpcError as err:
+            log.warning("call %d: no apology audio: %s", call_id, err.details())
+            return
+        self.playout.push(audio)
+        self.playout.end_turn()
+        await self._played_out()
+
+    async def _played_out(self) -> None:
+        """Until the caller has heard what is queued (plus the media path's last frames)."""
+        deadline = time.monotonic() + PLAYOUT_TIMEOUT
+        while self.playout.buffered_ms() > 0 and time.monotonic() < deadline:
+            if self.record.state is not CallState.ANSWERED:
+                return
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+
+    def transfer_status(self, code: int, reason: str, final: bool) -> None:
+        if final and self.transferred is not None and not self.transferred.done():
+            self.transferred.set_result((code, reason))
 
     def dtmf(self, digit: str) -> None:
         """Digits become one text turn, on `#` or after a pause (DigitCollector)."""
@@ -214,6 +276,11 @@ class Bridge:
         session = self.sessions.get(call_id)
         if session is not None:
             session.dtmf(digit)
+
+    def transfer_status(self, call_id: int, code: int, reason: str, final: bool) -> None:
+        session = self.sessions.get(call_id)
+        if session is not None:
+            session.transfer_status(code, reason, final)
 
     async def hang_up_all(self) -> None:
         for session in list(self.sessions.values()):

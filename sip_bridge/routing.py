@@ -110,3 +110,16 @@ def offered_codec(sdp: str, wideband: bool = True) -> Codec:
         if codec is not None and (wideband or codec.rate == 8000):
             return codec
     return PCMU
+
+
+def refer_to(target: str, remote_uri: str) -> str:
+    """The Refer-To URI of a transfer target: a SIP (or tel) URI as given; a number or user
+    name at the host the caller's URI names."""
+    if target.startswith(("sip:", "sips:", "tel:")):
+        return f"<{target}>"
+    inner = remote_uri.strip()
+    if "<" in inner:
+        inner = inner.split("<", 1)[1].split(">", 1)[0]
+    host = inner.split("@", 1)[1] if "@" in inner else inner.split(":", 1)[-1]
+    host = host.split(";", 1)[0] or "127.0.0.1"
+    return f"<sip:{target}@{host}>"

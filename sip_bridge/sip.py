@@ -26,7 +26,7 @@ import pjsua2 as pj
 
 from sip_bridge.calls import RtpWatch
 from sip_bridge.playout import FRAME_MS, PlayoutBuffer
-from sip_bridge.routing import Codec, offered_codec, request_uri, uri_user
+from sip_bridge.routing import Codec, offered_codec, refer_to, request_uri, uri_user
 
 log = logging.getLogger("sip_bridge.sip")
 
@@ -68,6 +68,7 @@ class CallEvents(Protocol):
     def incoming(self, call_id: int, users: tuple[str, str], codec: Codec) -> None: ...
     def ended(self, call_id: int, reason: str, stats: MediaStats) -> None: ...
     def dtmf(self, call_id: int, digit: str) -> None: ...
+    def transfer_status(self, call_id: int, code: int, reason: str, final: bool) -> None: ...
 
 
 def _frame_reader() -> Callable[[pj.MediaFrame], bytes]:
@@ -180,6 +181,16 @@ class BridgeCall(pj.Call):  # type: ignore[misc]
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
         self.stack.post(self.stack.events.dtmf, self.number, str(prm.digit))
 
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
+        """Our REFER's fate (RFC 3515): its own refusal (405...), then the NOTIFYs' sipfrag
+        status of the new call; we stop listening at the first final one."""
+        code, final = int(prm.statusCode), bool(prm.finalNotify) or int(prm.statusCode) >= 300
+        if final:
+            prm.cont = False
+        self.stack.post(
+            self.stack.events.transfer_status, self.number, code, str(prm.reason), final
+        )
+
 
 class BridgeAccount(pj.Account):  # type: ignore[misc]
     def __init__(self, stack: SipStack) -> None:
@@ -246,6 +257,10 @@ class SipStack:
 
     def hangup(self, call_id: int) -> None:
         self._commands.put(lambda: self._hangup(call_id))
+
+    def transfer(self, call_id: int, target: str) -> None:
+        """Blind transfer: REFER with Refer-To `target`; the outcome comes as transfer_status."""
+        self._commands.put(lambda: self._transfer(call_id, target))
 
     # --- the SIP thread ---------------------------------------------------------------------
 
@@ -369,6 +384,16 @@ class SipStack:
                 call.hangup(pj.CallOpParam())
             except pj.Error as err:
                 log.warning("call %d: hangup failed: %s", call_id, err.info())
+
+    def _transfer(self, call_id: int, target: str) -> None:
+        call = self._calls.get(call_id)
+        if call is None or not call.isActive():
+            self.post(self.events.transfer_status, call_id, 481, "call gone", True)
+            return
+        try:
+            call.xfer(refer_to(target, call.getInfo().remoteUri), pj.CallOpParam(True))
+        except pj.Error as err:
+            self.post(self.events.transfer_status, call_id, 500, str(err.info()), True)
 
     def connect_audio(self, call: BridgeCall, audio: pj.AudioMedia) -> None:
         if call.media is None:

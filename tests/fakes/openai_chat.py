@@ -1,7 +1,10 @@
 """A local OpenAI-compatible endpoint: POST /v1/chat/completions streamed as server-sent events.
 
 HTTP/1.1 with chunked transfer encoding, as the real APIs answer: `data: {chat.completion.chunk}`
-events, one word per event, then `data: [DONE]`. Errors are HTTP statuses with an
+events, one word per event, then `data: [DONE]`. With `tool_calls` set, a request that offers
+`tools` and does not end with a `tool` message is answered with those calls instead, streamed as
+the API does: per call a first delta with index, id, type and name, then the arguments in pieces,
+then `finish_reason: "tool_calls"`. Errors are HTTP statuses with an
 `{"error": {"message", "type", "code"}}` body. It notices a client that goes away mid-stream
 (`disconnects`), which is how a barge-in looks from the provider's side.
 """
@@ -31,6 +34,7 @@ class FakeChatCompletions:
     api_key: str = "test-llm-key"
     models: tuple[str, ...] = ("llama-3.1-8b-instant", "mistralai/Mixtral-8x7B-Instruct-v0.1")
     reply: str = "Paris is the capital of France."
+    tool_calls: list[tuple[str, str]] = field(default_factory=list)  # (name, arguments JSON)
     token_delay: float = 0.005
     faults: Faults = field(default_factory=Faults)
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -122,6 +126,13 @@ class FakeChatCompletions:
         )
         gone = asyncio.ensure_future(reader.read(1))  # EOF: the client closed its side
         created = int(time.time())
+        messages = request.get("messages") or [{}]
+        if self.tool_calls and request.get("tools") and messages[-1].get("role") != "tool":
+            try:
+                await self._stream_tool_calls(writer, request, created)
+            finally:
+                gone.cancel()
+            return
         words = self.reply.split(" ")
         faults = self.faults
         try:
@@ -172,6 +183,40 @@ class FakeChatCompletions:
             gone.cancel()
             with contextlib.suppress(BaseException):
                 await gone
+
+    async def _stream_tool_calls(
+        self, writer: asyncio.StreamWriter, request: dict[str, Any], created: int
+    ) -> None:
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+            return json.dumps(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": request["model"],
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                }
+            )
+
+        await self._event(writer, chunk({"role": "assistant", "content": None}))
+        for index, (name, arguments) in enumerate(self.tool_calls):
+            first = {
+                "index": index,
+                "id": f"call_fake{index}",
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }
+            await self._event(writer, chunk({"tool_calls": [first]}))
+            step = max(1, len(arguments) // 3)
+            for start in range(0, len(arguments), step):
+                await asyncio.sleep(self.token_delay)
+                piece = {"index": index, "function": {"arguments": arguments[start : start + step]}}
+                await self._event(writer, chunk({"tool_calls": [piece]}))
+        await self._event(writer, chunk({}, "tool_calls"))
+        await self._event(writer, "[DONE]")
+        self.completed += 1
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
 
     @staticmethod
     async def _event(writer: asyncio.StreamWriter, data: str) -> None:

@@ -302,10 +302,22 @@ async def test_talk_to_the_agent_from_the_browser(
         await row.get_by_role("button", name=f"Edit campaign {name}").click()
         renamed = name.replace("tutor", "teacher")
         await page.fill("#campaign-name", renamed)
+        # Tools too, in the proto's JSON; a bad declaration is refused with the server's reason.
+        await page.fill("#campaign-tools", '{"tools": [{"name": "9bad", "client": {}}]}')
+        await page.click("#campaign-save")
+        await expect(page.locator("#campaign-message")).to_contain_text("tools[0].name")
+        await page.fill(
+            "#campaign-tools",
+            '{"builtinTools": {"endCall": true, "transferTargets": ["sip:desk@pbx"]}}',
+        )
         await page.click("#campaign-save")
         await expect(page.locator("#campaign-message")).to_contain_text(
             f"Saved campaign “{renamed}”"
         )
+        edited = page.locator("#campaigns tr", has_text=renamed)
+        await edited.get_by_role("button", name=f"Edit campaign {renamed}").click()
+        await expect(page.locator("#campaign-tools")).to_have_value(re.compile("sip:desk@pbx"))
+        await page.click("#campaign-cancel")
         await expect(page.locator("#campaigns tr", has_text=renamed)).to_have_count(1)
         await expect(page.locator("#campaigns tr", has_text=name)).to_have_count(0)
         await page.get_by_role("button", name=f"Delete campaign {renamed}").click()

@@ -10,14 +10,15 @@ scripted completion model, and a turn of high tones only (ACK_HZ) is transcribed
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from server.backends.llm.base import LLM, ChatMessage
+from server.backends.llm.base import LLM, ChatMessage, ToolCall
 from server.backends.stt.base import STT, STTStream, TurnMode, TurnOptions
 from server.backends.tts.base import TTS, SynthesizedAudio, VoiceInfo
+from server.tools.spec import ToolSpec
 from server.turns import VadTurnStream
 from server.vad import VoiceActivityDetector
 
@@ -130,7 +131,9 @@ class ScriptedLLM(LLM):
     def models(self) -> list[str]:
         return ["scripted-small", "scripted-large"]
 
-    async def stream(self, messages: list[ChatMessage], model: str) -> AsyncIterator[str]:  # type: ignore[override]
+    async def stream(
+        self, messages: list[ChatMessage], model: str, tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[str | ToolCall]:  # type: ignore[override]
         self.calls.append([ChatMessage(m.role, m.content) for m in messages])
         done = False
         try:
@@ -143,8 +146,50 @@ class ScriptedLLM(LLM):
             if not done:
                 self.closed_early += 1
 
-    async def warm(self, messages: list[ChatMessage], model: str) -> None:
+    async def warm(
+        self, messages: list[ChatMessage], model: str, tools: Sequence[ToolSpec] = ()
+    ) -> None:
         self.warmed += 1
+
+
+class ScriptedToolLLM(ScriptedLLM):
+    """Calls tools as scripted: to a user turn it says `before` and calls `calls` (those among
+    the tools offered; with `call_on`, only turns containing it); once the last message is a tool result it says `after`, where
+    "{result}" stands for that result. `offered` records the tool names of every request."""
+
+    name: ClassVar[str] = "scripted-tool-llm"
+
+    def __init__(
+        self,
+        calls: list[ToolCall],
+        before: str = "",
+        after: str = "All done: {result}",
+        token_delay: float = 0.005,
+        call_on: str = "",
+    ) -> None:
+        super().__init__(after, token_delay)
+        self.call_on = call_on  # only user turns with these words call the tools
+        self.tool_calls = calls
+        self.before = before
+        self.after = after
+        self.offered: list[list[str]] = []
+
+    async def stream(  # type: ignore[override]
+        self, messages: list[ChatMessage], model: str, tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[str | ToolCall]:
+        self.calls.append(list(messages))
+        self.offered.append([t.name for t in tools])
+        last = messages[-1]
+        names = {t.name for t in tools}
+        reply = self.after.format(result=last.content) if last.role == "tool" else self.before
+        for i, word in enumerate(reply.split()):
+            await asyncio.sleep(self.token_delay)
+            yield word if i == 0 else " " + word
+        if last.role != "tool" and self.call_on in last.content:
+            for call in self.tool_calls:
+                if call.name in names:
+                    yield call
+        self.finished += 1
 
 
 class ScriptedTTS(TTS):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 import numpy as np
@@ -14,7 +14,8 @@ from voiceagent.v1 import voice_agent_pb2 as pb
 from server import audio
 from server.backends import registry
 from server.backends.base import BackendUnavailable
-from server.backends.llm.base import ChatMessage
+from server.backends.llm.base import ChatMessage, ToolCall
+from server.tools.spec import ToolSpec
 from tests.conftest import Call
 from tests.unit.conftest import StartServer
 from tests.unit.scripted import ACK_HZ, LOW_HZ, ScriptedLLM, ScriptedTTS, silence, tone
@@ -222,7 +223,7 @@ async def test_barge_in_during_playback_after_generation_truncates_history(
     await call.conversation.send_text("Go on.")
     await call.wait_for(lambda c: len(c.of("metrics")) == 1)  # all 3 s of audio sent already
     await asyncio.sleep(0.6)
-    await call.send_pcm(tone(0.3))
+    await call.send_pcm(tone(0.6))  # "said 18 windows": as many letters as 0.6 s can hold
     await call.wait_for(lambda c: bool(c.events(pb.BARGE_IN)))
     await call.conversation.send_text("Stop.")
     await call.wait_for(lambda c: len(llm.calls) == 2)
@@ -440,9 +441,11 @@ class FailsOnceLLM(ScriptedLLM):
 
     name = "fails-once-llm"
 
-    async def stream(self, messages: list[ChatMessage], model: str) -> AsyncIterator[str]:  # type: ignore[override]
+    async def stream(
+        self, messages: list[ChatMessage], model: str, tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[str | ToolCall]:  # type: ignore[override]
         first = not self.calls
-        async for word in super().stream(messages, model):
+        async for word in super().stream(messages, model, tools):
             yield word
             if first:
                 raise BackendUnavailable("scripted provider: connection lost")

@@ -75,6 +75,14 @@ class VoiceAgentClient:
                 raise TimeoutError(f"{self.target} not SERVING after {within:.0f} s")
             await asyncio.sleep(0.5)
 
+    async def preview_voice(
+        self, text: str, voice: str = "", output_format: pb.AudioFormat | None = None
+    ) -> bytes:
+        """`text` spoken in `voice` (empty: the server's default), in `output_format`."""
+        request = pb.PreviewVoiceRequest(voice=voice, text=text, output_format=output_format)
+        response = await self.stub.PreviewVoice(request, metadata=self._metadata)
+        return bytes(response.audio)
+
     def converse(self, config: pb.SessionConfig) -> Conversation:
         return Conversation(self.stub, config, self._metadata)
 
@@ -142,6 +150,11 @@ class Conversation:
             llm_model=llm_model, tts_voice=tts_voice, system_prompt=system_prompt
         )
         await self._outbox.put(pb.ConverseRequest(update=update))
+
+    async def send_tool_result(self, call_id: str, result_json: str = "", error: str = "") -> None:
+        """Answer a client tool's ToolCall (same id) with a JSON result or an error."""
+        result = pb.ToolResult(id=call_id, result_json=result_json, error=error)
+        await self._outbox.put(pb.ConverseRequest(tool_result=result))
 
     async def hangup(self) -> None:
         await self._outbox.put(pb.ConverseRequest(hangup=pb.Hangup()))

@@ -2,7 +2,7 @@
 // right under it, and the campaign picker of the agent's options. A campaign just created or
 // edited is selected for the next call.
 
-import { create } from "@bufbuild/protobuf";
+import { create, fromJson, type JsonValue, toJson } from "@bufbuild/protobuf";
 import { FieldMaskSchema } from "@bufbuild/protobuf/wkt";
 import { campaigns } from "./api";
 import { logEvent } from "./developer-log";
@@ -10,7 +10,9 @@ import { byId, make, showMessage } from "./dom";
 import { type Campaign, CampaignSchema } from "./gen/voiceagent/v1/campaigns_pb";
 import { type Problem, rpcProblem } from "./messages";
 
-const CAMPAIGN_FIELDS = ["name", "persona", "greeting", "llm_model", "tts_voice", "language"];
+const CAMPAIGN_FIELDS = [
+  "name", "persona", "greeting", "llm_model", "tts_voice", "language", "tools", "builtin_tools",
+];
 
 export class CampaignsView {
   readonly picker = byId<HTMLSelectElement>("campaign");
@@ -26,6 +28,7 @@ export class CampaignsView {
   private readonly model = byId<HTMLSelectElement>("campaign-model");
   private readonly voice = byId<HTMLSelectElement>("campaign-voice");
   private readonly language = byId<HTMLInputElement>("campaign-language");
+  private readonly tools = byId<HTMLTextAreaElement>("campaign-tools");
   private readonly save = byId<HTMLButtonElement>("campaign-save");
   private readonly message = byId<HTMLParagraphElement>("campaign-message");
   private list: Campaign[] = [];
@@ -56,7 +59,7 @@ export class CampaignsView {
 
   /** Form controls, for the page to disable while the server cannot be used. */
   get controls(): (HTMLButtonElement | HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement)[] {
-    return [this.name, this.persona, this.greeting, this.model, this.voice, this.language, this.save,
+    return [this.name, this.persona, this.greeting, this.model, this.voice, this.language, this.tools, this.save,
       ...this.rows.querySelectorAll("button")];
   }
 
@@ -104,6 +107,10 @@ export class CampaignsView {
     this.model.value = c.llmModel;
     this.voice.value = c.ttsVoice;
     this.language.value = c.language;
+    // Tools as the proto's JSON; webhook header values come back empty (write-only) and an empty
+    // value sent back keeps the stored one.
+    const { tools, builtinTools } = toJson(CampaignSchema, c) as { tools?: JsonValue; builtinTools?: JsonValue };
+    this.tools.value = tools || builtinTools ? JSON.stringify({ tools, builtinTools }, null, 2) : "";
     this.title.textContent = `Edit campaign ${c.name}`;
     this.save.textContent = "Save changes";
     showMessage(this.message, "");
@@ -125,6 +132,7 @@ export class CampaignsView {
       llmModel: this.model.value,
       ttsVoice: this.voice.value,
       language: this.language.value.trim(),
+      ...this.toolsField(),
     };
     const id = this.id.value;
     let saved: Campaign;
@@ -142,6 +150,20 @@ export class CampaignsView {
     this.picker.value = saved.id;
     const done = id ? "Saved" : "Created";
     showMessage(this.message, `${done} campaign “${saved.name}”. It is selected for your next call.`, "ok");
+  }
+
+  /** The tools textarea: `{"tools": [...], "builtinTools": {...}}` in the proto's JSON. */
+  private toolsField(): Pick<Campaign, "tools" | "builtinTools"> {
+    const text = this.tools.value.trim();
+    if (!text) return { tools: [], builtinTools: undefined };
+    let json: JsonValue;
+    try {
+      json = JSON.parse(text) as JsonValue;
+    } catch (err) {
+      throw new Error(`Tools are not valid JSON: ${(err as Error).message}`);
+    }
+    const parsed = fromJson(CampaignSchema, json);
+    return { tools: parsed.tools, builtinTools: parsed.builtinTools };
   }
 
   private async remove(c: Campaign): Promise<void> {

@@ -106,6 +106,11 @@ export class Conversation {
     else line.heard.textContent = line.written = a.text;
   }
 
+  /** A tool the agent called, or its result (issue 16's tools). */
+  tool(who: string, text: string): void {
+    this.append(this.line("tool", who, text));
+  }
+
   /** The caller spoke over the agent: its line is marked cut (the heard text follows). */
   bargeIn(turnId: number): void {
     const line = this.agentLine(turnId);

@@ -150,6 +150,14 @@ function onResponse(response: ConverseResponse): void {
       conversation?.agentText(message.value);
       if (message.value.final) logEvent(`AGENT_TEXT final turn ${message.value.turnId}: ${message.value.text}`);
       break;
+    case "toolCall":
+      conversation?.tool("Tool call", `${message.value.name}(${message.value.argumentsJson})`);
+      break;
+    case "toolResult": {
+      const r = message.value;
+      conversation?.tool("Tool result", `${r.name}: ${r.error ? `error: ${r.error}` : r.resultJson}`);
+      break;
+    }
     case "event": {
       const e = message.value;
       logEvent(`${EventType[e.type]} turn ${e.turnId}${e.message ? `: ${e.message}` : ""}`);

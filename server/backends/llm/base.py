@@ -1,21 +1,35 @@
-"""What every LLM backend gives the pipeline: streamed text for a chat history."""
+"""What every LLM backend gives the pipeline: streamed text for a chat history, and the tool
+calls the model makes when it is offered tools."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
 from server.backends.base import Backend
+from server.tools.spec import ToolSpec
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """The model asks for a tool: `arguments` is the JSON text it wrote (validated later)."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass
 class ChatMessage:
     role: Role
     content: str
+    # An assistant message that called tools; a tool message answers one of them by id.
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
 
 
 class LLM(Backend, ABC):
@@ -26,10 +40,15 @@ class LLM(Backend, ABC):
         """Model ids this backend serves; the first is its default."""
 
     @abstractmethod
-    def stream(self, messages: list[ChatMessage], model: str) -> AsyncIterator[str]:
-        """Text deltas of the reply. Closing the iterator early must stop generation promptly."""
+    def stream(
+        self, messages: list[ChatMessage], model: str, tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[str | ToolCall]:
+        """Text deltas of the reply, then the tools it calls (only ones in `tools`, each whole,
+        after the text). Closing the iterator early must stop generation promptly."""
 
-    async def warm(self, messages: list[ChatMessage], model: str) -> None:
+    async def warm(
+        self, messages: list[ChatMessage], model: str, tools: Sequence[ToolSpec] = ()
+    ) -> None:
         """Prepare for a reply to `messages` + a user turn not yet known (prefix caching)."""
 
 

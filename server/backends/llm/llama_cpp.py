@@ -7,6 +7,12 @@ prompt's known prefix (system prompt + history + the user-turn header) while the
 speaking: the reply then only pays for the user's new words (~30 ms to the first token instead
 of ~350 ms).
 
+Tools go through the model's own chat template (Qwen2.5's `<tools>` section, calls as
+`{"name": ..., "arguments": ...}` objects) and the reply is constrained by a llama.cpp grammar:
+plain words, or words then calls whose name is one of the tools offered and whose arguments
+follow that tool's JSON schema. So a call always parses; whether it is the right call is the
+model's (bench/tool_choice.py measures it).
+
 A prompt always fits the context window (`fit`: oldest turns out first, the system prompt kept),
 and a reply given up (barge-in, a replacing typed turn) stops within one batch of prompt
 evaluation or one token: a long prompt cannot hold the worker for a cancelled turn.
@@ -15,14 +21,17 @@ evaluation or one token: a long prompt cannot hold the worker for a cancelled tu
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
-from collections.abc import AsyncIterator, Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from server import assets
-from server.backends.llm.base import LLM, ChatMessage, fit
+from server.backends.llm.base import LLM, ChatMessage, ToolCall, fit
 from server.inference import CPU, iterate_in_thread
+from server.tools.spec import ToolSpec
 
 MODEL_ID = "qwen2.5-0.5b-instruct"
 _MARK = "\x00USER-TURN\x00"
@@ -30,6 +39,14 @@ _MARK = "\x00USER-TURN\x00"
 MESSAGE_OVERHEAD = 8
 PROMPT_OVERHEAD = 16
 EVAL_BATCH = 256  # prompt tokens evaluated between two looks at a cancellation
+TOOL_TEMPERATURE = 0.2  # steadier tool choices (bench/tool_choice.py)
+MAX_GRAMMARS = 32  # tool sets whose parsed grammar is kept
+# Added to the system prompt when tools are offered: a 0.5B model otherwise calls a tool for
+# every question.
+TOOL_HINT = (
+    "\n\nCall a tool only when the caller's words need it (to end the call, transfer it, or "
+    "look something up that a tool is for). Otherwise answer in plain words, without a tool."
+)
 
 
 class LlamaCppLLM(LLM):
@@ -43,6 +60,7 @@ class LlamaCppLLM(LLM):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
         self._llm: Any = None
         self._formatter: Any = None
+        self._grammars: dict[str, Any] = {}  # by the tools' JSON: parsing one takes a while
 
     def models(self) -> list[str]:
         return [MODEL_ID]
@@ -71,22 +89,39 @@ class LlamaCppLLM(LLM):
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def _prompt(self, messages: list[ChatMessage]) -> tuple[str, list[str]]:
-        formatted = self._formatter(
-            messages=[{"role": m.role, "content": m.content} for m in messages]
-        )
+    def _prompt(
+        self, messages: list[ChatMessage], tools: Sequence[ToolSpec] = ()
+    ) -> tuple[str, list[str]]:
+        chat = [_template_message(m) for m in messages]
+        if tools and chat and chat[0]["role"] == "system":
+            chat[0]["content"] += TOOL_HINT
+        formatted = self._formatter(messages=chat, tools=[_template_tool(t) for t in tools] or None)
         return formatted.prompt, list(formatted.stop or [])
+
+    def _grammar(self, tools: Sequence[ToolSpec]) -> Any:
+        key = json.dumps([[t.name, t.parameters] for t in tools], sort_keys=True)
+        if key not in self._grammars:
+            from llama_cpp.llama_grammar import LlamaGrammar
+
+            if len(self._grammars) >= MAX_GRAMMARS:
+                self._grammars.clear()
+
+            self._grammars[key] = LlamaGrammar.from_string(tool_grammar(tools), verbose=False)
+        return self._grammars[key]
 
     def _count(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode(), add_bos=False, special=False))
 
-    def _fitted(self, messages: list[ChatMessage]) -> tuple[list[int], list[str]]:
+    def _fitted(
+        self, messages: list[ChatMessage], tools: Sequence[ToolSpec] = ()
+    ) -> tuple[list[int], list[str]]:
         """The prompt's tokens (and stop strings) for `messages` cut to the context window with
         room for the reply. In the worker thread: tokenizing a long history takes a while."""
         room = self._context - self._max_tokens
         budget = room - PROMPT_OVERHEAD
         while True:
-            prompt, stop = self._prompt(fit(messages, budget, self._count, MESSAGE_OVERHEAD))
+            fitted = fit(messages, budget, self._count, MESSAGE_OVERHEAD)
+            prompt, stop = self._prompt(fitted, tools)
             tokens: list[int] = self._llm.tokenize(prompt.encode(), special=True)
             if len(tokens) <= room or budget <= 0:
                 return tokens[-room:], stop
@@ -108,11 +143,15 @@ class LlamaCppLLM(LLM):
             self._llm.eval(tokens[start : start + EVAL_BATCH])
         return True
 
-    async def stream(self, messages: list[ChatMessage], model: str) -> AsyncIterator[str]:
+    async def stream(
+        self, messages: list[ChatMessage], model: str, tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[str | ToolCall]:
         cancelled = threading.Event()
+        if messages and messages[-1].role == "tool":
+            tools = ()  # a 0.5B model calls the same tool again after its result: answer now
 
         def generate() -> Iterator[str]:
-            tokens, stop = self._fitted(messages)
+            tokens, stop = self._fitted(messages, tools)
             # All but the last token now, so a cancellation is seen between batches;
             # create_completion then finds them cached and evaluates one token.
             if not self._evaluate(tokens[:-1], cancelled):
@@ -123,18 +162,31 @@ class LlamaCppLLM(LLM):
                 max_tokens=self._max_tokens,
                 stream=True,
                 stop=stop,
-                temperature=0.4,
+                temperature=TOOL_TEMPERATURE if tools else 0.4,
                 top_p=0.9,
                 repeat_penalty=1.1,
+                grammar=self._grammar(tools) if tools else None,
             ):
                 yield chunk["choices"][0]["text"]
                 CPU.yield_to_urgent()
 
+        # Words go out as they come; from the first "{" on, the grammar says it is the calls.
+        calls = ""
         async for text in iterate_in_thread(self._executor, generate, cancelled):
+            if tools and (calls or "{" in text):
+                words, brace, rest = text.partition("{") if not calls else ("", "", text)
+                calls += brace + rest
+                text = words
             if text:
                 yield text
+        for call in parse_calls(calls):
+            yield ToolCall(
+                f"call_{uuid.uuid4().hex[:12]}", call["name"], json.dumps(call["arguments"])
+            )
 
-    async def warm(self, messages: list[ChatMessage], model: str) -> None:
+    async def warm(
+        self, messages: list[ChatMessage], model: str, tools: Sequence[ToolSpec] = ()
+    ) -> None:
         cancelled = threading.Event()
 
         def evaluate() -> None:
@@ -143,7 +195,7 @@ class LlamaCppLLM(LLM):
             # The prompt of the next reply up to the user's words, cut as that reply's will be.
             budget = self._context - self._max_tokens - PROMPT_OVERHEAD
             fitted = fit([*messages, ChatMessage("user", _MARK)], budget, self._count)
-            prompt, _ = self._prompt(fitted)
+            prompt, _ = self._prompt(fitted, tools)
             prefix = prompt.split(_MARK)[0]
             tokens = self._llm.tokenize(prefix.encode(), add_bos=False, special=True)
             self._evaluate(tokens, cancelled)
@@ -152,3 +204,74 @@ class LlamaCppLLM(LLM):
             await asyncio.get_running_loop().run_in_executor(self._executor, evaluate)
         finally:
             cancelled.set()  # a warm-up cancelled meanwhile stops at its next batch
+
+
+def _template_message(message: ChatMessage) -> dict[str, Any]:
+    """A message as the chat template reads it (OpenAI's shape; arguments as objects)."""
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {
+                "type": "function",
+                "function": {"name": c.name, "arguments": _object(c.arguments)},
+            }
+            for c in message.tool_calls
+        ]
+    return out
+
+
+def _object(text: str) -> Any:
+    try:
+        return json.loads(text or "{}")
+    except ValueError:
+        return {}
+
+
+def _template_tool(tool: ToolSpec) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": tool.name,
+            "description": tool.description,
+            "parameters": tool.parameters,
+        },
+    }
+
+
+def tool_grammar(tools: Sequence[ToolSpec]) -> str:
+    """GBNF for a reply: words (no "{"), or optional words then one or more calls, each
+    `{"name": "<a tool>", "arguments": <that tool's schema>}`. Qwen's <tool_call> tags are
+    special tokens the grammar cannot see, so the calls are told apart by their "{"."""
+    from llama_cpp.llama_grammar import SchemaConverter
+
+    converter = SchemaConverter(  # type: ignore[no-untyped-call]
+        prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
+    )
+    alternatives = []
+    for i, tool in enumerate(tools):
+        schema = converter.resolve_refs(tool.parameters, f"tool-{tool.name}")
+        rule = converter.visit(schema, f"arguments{i}")  # type: ignore[no-untyped-call]
+        alternatives.append(f'"{{\\"name\\": \\"{tool.name}\\", \\"arguments\\": " {rule} "}}"')
+    return "\n".join(
+        [
+            converter.format_grammar(),  # type: ignore[no-untyped-call]
+            "root ::= say | say? call (ws call)*",
+            "say ::= [^{<]+",
+            "ws ::= [ \\t\\n]*",
+            f"call ::= {' | '.join(alternatives)}",
+        ]
+    )
+
+
+def parse_calls(text: str) -> list[dict[str, Any]]:
+    """The calls of a grammar-constrained reply: JSON objects one after the other."""
+    decoder = json.JSONDecoder()
+    calls, at = [], 0
+    while (start := text.find("{", at)) >= 0:
+        try:
+            call, at = decoder.raw_decode(text, start)
+        except ValueError:
+            break  # cut short by max_tokens: not a call
+        if isinstance(call, dict) and isinstance(call.get("name"), str):
+            calls.append({"name": call["name"], "arguments": call.get("arguments") or {}})
+    return calls

@@ -13,14 +13,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import httpx
 
 from server.backends.base import BackendUnavailable
-from server.backends.llm.base import LLM, ChatMessage, fit
+from server.backends.llm.base import LLM, ChatMessage, ToolCall, fit
+from server.tools.spec import ToolSpec
 
 DEFAULT_BASE_URL = "https://api.groq.com/openai/v1"
 # Groq's ids, then Together's (the same models under their Hugging Face names).
@@ -85,18 +86,32 @@ class OpenAILLM(LLM):
         if self._client is not None:
             await self._client.aclose()
 
-    async def stream(self, messages: list[ChatMessage], model: str) -> AsyncIterator[str]:
+    async def stream(
+        self, messages: list[ChatMessage], model: str, tools: Sequence[ToolSpec] = ()
+    ) -> AsyncIterator[str | ToolCall]:
         if self._client is None:
             await self.load()
         assert self._client is not None
         messages = fit(messages, self.config.context_chars, len)
-        body = {
+        body: dict[str, Any] = {
             "model": model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": [_message(m) for m in messages],
             "stream": True,
             "max_tokens": self.config.max_tokens,
             "temperature": self.config.temperature,
         }
+        if tools:
+            body["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": t.parameters,
+                    },
+                }
+                for t in tools
+            ]
         attempt = 0
         while True:
             started = False
@@ -124,6 +139,24 @@ class OpenAILLM(LLM):
             await asyncio.sleep(self.config.backoff * 2 ** (attempt - 1))
 
 
+def _message(message: ChatMessage) -> dict[str, Any]:
+    """A chat message in the API's shape (tool calls and tool results included)."""
+    if message.role == "tool":
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        out["content"] = message.content or None
+        out["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in message.tool_calls
+        ]
+    return out
+
+
 class _HTTPError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -143,13 +176,19 @@ def _error_message(response: httpx.Response) -> str:
         return response.text[:200]
 
 
-async def _deltas(response: httpx.Response) -> AsyncIterator[str]:
-    """Text deltas of a chat.completion.chunk SSE stream, until `data: [DONE]`."""
+async def _deltas(response: httpx.Response) -> AsyncIterator[str | ToolCall]:
+    """Text deltas of a chat.completion.chunk SSE stream, until `data: [DONE]`; then the tool
+    calls, whose id, name and arguments arrive in pieces under an `index`."""
+    calls: dict[int, dict[str, str]] = {}
     async for line in response.aiter_lines():
         if not line.startswith("data:"):
             continue  # blank separators, comments (": keep-alive"), event names
         data = line[5:].strip()
         if data == "[DONE]":
+            for index in sorted(calls):
+                call = calls[index]
+                if call["name"]:
+                    yield ToolCall(call["id"] or f"call_{index}", call["name"], call["arguments"])
             return
         try:
             chunk: dict[str, Any] = json.loads(data)
@@ -160,7 +199,16 @@ async def _deltas(response: httpx.Response) -> AsyncIterator[str]:
             message = error.get("message") if isinstance(error, dict) else error
             raise BackendUnavailable(f"LLM endpoint error mid-stream: {message}")
         for choice in chunk.get("choices") or []:
-            content = (choice.get("delta") or {}).get("content")
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
             if content:
                 yield content
+            for piece in delta.get("tool_calls") or []:
+                call = calls.setdefault(
+                    int(piece.get("index", len(calls))), {"id": "", "name": "", "arguments": ""}
+                )
+                function = piece.get("function") or {}
+                call["id"] = call["id"] or str(piece.get("id") or "")
+                call["name"] = call["name"] or str(function.get("name") or "")
+                call["arguments"] += str(function.get("arguments") or "")
     raise _Truncated("the stream ended before data: [DONE]")

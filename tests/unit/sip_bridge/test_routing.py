@@ -10,6 +10,7 @@ from sip_bridge.routing import (
     RouteError,
     load_routes,
     offered_codec,
+    refer_to,
     request_uri,
     route_call,
     uri_user,
@@ -75,3 +76,20 @@ def test_offered_codec_follows_the_callers_order() -> None:
 
 def test_offer_without_sdp_defaults_to_pcmu() -> None:
     assert offered_codec("") == PCMU
+
+
+@pytest.mark.parametrize(
+    ("target", "remote", "uri"),
+    [
+        ("sip:desk@pbx.example.com", "<sip:caller@10.0.0.2:5060>", "<sip:desk@pbx.example.com>"),
+        ("tel:+15551234", "sip:caller@10.0.0.2", "<tel:+15551234>"),
+        (
+            "+15551234",
+            '"Ann" <sip:ann@pbx.example.com:5070;transport=udp>',
+            "<sip:+15551234@pbx.example.com:5070>",
+        ),
+        ("2001", "sip:10.0.0.2", "<sip:2001@10.0.0.2>"),
+    ],
+)
+def test_refer_to_targets(target: str, remote: str, uri: str) -> None:
+    assert refer_to(target, remote) == uri

@@ -25,29 +25,30 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from voiceagent.v1 import voice_agent_pb2 as voiceagent_dot_v1_dot_voice__agent__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dvoiceagent/v1/campaigns.proto\x12\rvoiceagent.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbe\x01\n\x08\x43\x61mpaign\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07persona\x18\x03 \x01(\t\x12\x10\n\x08greeting\x18\x04 \x01(\t\x12\x11\n\tllm_model\x18\x05 \x01(\t\x12\x11\n\ttts_voice\x18\x06 \x01(\t\x12\x10\n\x08language\x18\x07 \x01(\t\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\t \x01(\t\"B\n\x15\x43reateCampaignRequest\x12)\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x17.voiceagent.v1.Campaign\" \n\x12GetCampaignRequest\x12\n\n\x02id\x18\x01 \x01(\t\"=\n\x14ListCampaignsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\\\n\x15ListCampaignsResponse\x12*\n\tcampaigns\x18\x01 \x03(\x0b\x32\x17.voiceagent.v1.Campaign\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"s\n\x15UpdateCampaignRequest\x12)\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x17.voiceagent.v1.Campaign\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"#\n\x15\x44\x65leteCampaignRequest\x12\n\n\x02id\x18\x01 \x01(\t2\xa4\x03\n\tCampaigns\x12O\n\x0e\x43reateCampaign\x12$.voiceagent.v1.CreateCampaignRequest\x1a\x17.voiceagent.v1.Campaign\x12I\n\x0bGetCampaign\x12!.voiceagent.v1.GetCampaignRequest\x1a\x17.voiceagent.v1.Campaign\x12Z\n\rListCampaigns\x12#.voiceagent.v1.ListCampaignsRequest\x1a$.voiceagent.v1.ListCampaignsResponse\x12O\n\x0eUpdateCampaign\x12$.voiceagent.v1.UpdateCampaignRequest\x1a\x17.voiceagent.v1.Campaign\x12N\n\x0e\x44\x65leteCampaign\x12$.voiceagent.v1.DeleteCampaignRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dvoiceagent/v1/campaigns.proto\x12\rvoiceagent.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fvoiceagent/v1/voice_agent.proto\"\x96\x02\n\x08\x43\x61mpaign\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07persona\x18\x03 \x01(\t\x12\x10\n\x08greeting\x18\x04 \x01(\t\x12\x11\n\tllm_model\x18\x05 \x01(\t\x12\x11\n\ttts_voice\x18\x06 \x01(\t\x12\x10\n\x08language\x18\x07 \x01(\t\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\t \x01(\t\x12\"\n\x05tools\x18\n \x03(\x0b\x32\x13.voiceagent.v1.Tool\x12\x32\n\rbuiltin_tools\x18\x0b \x01(\x0b\x32\x1b.voiceagent.v1.BuiltinTools\"B\n\x15\x43reateCampaignRequest\x12)\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x17.voiceagent.v1.Campaign\" \n\x12GetCampaignRequest\x12\n\n\x02id\x18\x01 \x01(\t\"=\n\x14ListCampaignsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\\\n\x15ListCampaignsResponse\x12*\n\tcampaigns\x18\x01 \x03(\x0b\x32\x17.voiceagent.v1.Campaign\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"s\n\x15UpdateCampaignRequest\x12)\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x17.voiceagent.v1.Campaign\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"#\n\x15\x44\x65leteCampaignRequest\x12\n\n\x02id\x18\x01 \x01(\t2\xa4\x03\n\tCampaigns\x12O\n\x0e\x43reateCampaign\x12$.voiceagent.v1.CreateCampaignRequest\x1a\x17.voiceagent.v1.Campaign\x12I\n\x0bGetCampaign\x12!.voiceagent.v1.GetCampaignRequest\x1a\x17.voiceagent.v1.Campaign\x12Z\n\rListCampaigns\x12#.voiceagent.v1.ListCampaignsRequest\x1a$.voiceagent.v1.ListCampaignsResponse\x12O\n\x0eUpdateCampaign\x12$.voiceagent.v1.UpdateCampaignRequest\x1a\x17.voiceagent.v1.Campaign\x12N\n\x0e\x44\x65leteCampaign\x12$.voiceagent.v1.DeleteCampaignRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voiceagent.v1.campaigns_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CAMPAIGN']._serialized_start=145
-  _globals['_CAMPAIGN']._serialized_end=335
-  _globals['_CREATECAMPAIGNREQUEST']._serialized_start=337
-  _globals['_CREATECAMPAIGNREQUEST']._serialized_end=403
-  _globals['_GETCAMPAIGNREQUEST']._serialized_start=405
-  _globals['_GETCAMPAIGNREQUEST']._serialized_end=437
-  _globals['_LISTCAMPAIGNSREQUEST']._serialized_start=439
-  _globals['_LISTCAMPAIGNSREQUEST']._serialized_end=500
-  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_start=502
-  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_end=594
-  _globals['_UPDATECAMPAIGNREQUEST']._serialized_start=596
-  _globals['_UPDATECAMPAIGNREQUEST']._serialized_end=711
-  _globals['_DELETECAMPAIGNREQUEST']._serialized_start=713
-  _globals['_DELETECAMPAIGNREQUEST']._serialized_end=748
-  _globals['_CAMPAIGNS']._serialized_start=751
-  _globals['_CAMPAIGNS']._serialized_end=1171
+  _globals['_CAMPAIGN']._serialized_start=178
+  _globals['_CAMPAIGN']._serialized_end=456
+  _globals['_CREATECAMPAIGNREQUEST']._serialized_start=458
+  _globals['_CREATECAMPAIGNREQUEST']._serialized_end=524
+  _globals['_GETCAMPAIGNREQUEST']._serialized_start=526
+  _globals['_GETCAMPAIGNREQUEST']._serialized_end=558
+  _globals['_LISTCAMPAIGNSREQUEST']._serialized_start=560
+  _globals['_LISTCAMPAIGNSREQUEST']._serialized_end=621
+  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_start=623
+  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_end=715
+  _globals['_UPDATECAMPAIGNREQUEST']._serialized_start=717
+  _globals['_UPDATECAMPAIGNREQUEST']._serialized_end=832
+  _globals['_DELETECAMPAIGNREQUEST']._serialized_start=834
+  _globals['_DELETECAMPAIGNREQUEST']._serialized_end=869
+  _globals['_CAMPAIGNS']._serialized_start=872
+  _globals['_CAMPAIGNS']._serialized_end=1292
 # @@protoc_insertion_point(module_scope)

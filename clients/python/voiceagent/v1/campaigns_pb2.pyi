@@ -3,6 +3,7 @@ import datetime
 from google.protobuf import empty_pb2 as _empty_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from voiceagent.v1 import voice_agent_pb2 as _voice_agent_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -12,7 +13,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Campaign(_message.Message):
-    __slots__ = ("id", "name", "persona", "greeting", "llm_model", "tts_voice", "language", "update_time", "etag")
+    __slots__ = ("id", "name", "persona", "greeting", "llm_model", "tts_voice", "language", "update_time", "etag", "tools", "builtin_tools")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PERSONA_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +23,8 @@ class Campaign(_message.Message):
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    BUILTIN_TOOLS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     persona: str
@@ -31,7 +34,9 @@ class Campaign(_message.Message):
     language: str
     update_time: _timestamp_pb2.Timestamp
     etag: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., persona: _Optional[str] = ..., greeting: _Optional[str] = ..., llm_model: _Optional[str] = ..., tts_voice: _Optional[str] = ..., language: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
+    tools: _containers.RepeatedCompositeFieldContainer[_voice_agent_pb2.Tool]
+    builtin_tools: _voice_agent_pb2.BuiltinTools
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., persona: _Optional[str] = ..., greeting: _Optional[str] = ..., llm_model: _Optional[str] = ..., tts_voice: _Optional[str] = ..., language: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[_voice_agent_pb2.Tool, _Mapping]]] = ..., builtin_tools: _Optional[_Union[_voice_agent_pb2.BuiltinTools, _Mapping]] = ...) -> None: ...
 
 class CreateCampaignRequest(_message.Message):
     __slots__ = ("campaign",)

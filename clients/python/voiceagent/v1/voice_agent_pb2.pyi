@@ -38,6 +38,8 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AGENT_TURN_DONE: _ClassVar[EventType]
     GOING_AWAY: _ClassVar[EventType]
     BACKCHANNEL: _ClassVar[EventType]
+    CALL_ENDED: _ClassVar[EventType]
+    TRANSFER: _ClassVar[EventType]
 
 class BackendKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -64,6 +66,8 @@ CONFIG_APPLIED: EventType
 AGENT_TURN_DONE: EventType
 GOING_AWAY: EventType
 BACKCHANNEL: EventType
+CALL_ENDED: EventType
+TRANSFER: EventType
 BACKEND_KIND_UNSPECIFIED: BackendKind
 BACKEND_KIND_STT: BackendKind
 BACKEND_KIND_LLM: BackendKind
@@ -100,7 +104,7 @@ class TurnDetection(_message.Message):
     def __init__(self, eager_end_of_turn_silence_ms: _Optional[int] = ..., end_of_turn_silence_ms: _Optional[int] = ..., disable_eager_end_of_turn: _Optional[bool] = ..., eot_threshold: _Optional[float] = ..., eager_eot_threshold: _Optional[float] = ..., mode: _Optional[_Union[TurnDetectionMode, str]] = ..., max_silence_ms: _Optional[int] = ..., completion_threshold: _Optional[float] = ..., barge_in_on_any_speech: _Optional[bool] = ...) -> None: ...
 
 class SessionConfig(_message.Message):
-    __slots__ = ("input_format", "output_format", "stt", "llm", "llm_model", "tts", "tts_voice", "campaign_id", "system_prompt", "greeting", "language", "turn_detection")
+    __slots__ = ("input_format", "output_format", "stt", "llm", "llm_model", "tts", "tts_voice", "campaign_id", "system_prompt", "greeting", "language", "turn_detection", "tools", "builtin_tools")
     INPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     STT_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +117,8 @@ class SessionConfig(_message.Message):
     GREETING_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     TURN_DETECTION_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    BUILTIN_TOOLS_FIELD_NUMBER: _ClassVar[int]
     input_format: AudioFormat
     output_format: AudioFormat
     stt: str
@@ -125,7 +131,54 @@ class SessionConfig(_message.Message):
     greeting: str
     language: str
     turn_detection: TurnDetection
-    def __init__(self, input_format: _Optional[_Union[AudioFormat, _Mapping]] = ..., output_format: _Optional[_Union[AudioFormat, _Mapping]] = ..., stt: _Optional[str] = ..., llm: _Optional[str] = ..., llm_model: _Optional[str] = ..., tts: _Optional[str] = ..., tts_voice: _Optional[str] = ..., campaign_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., greeting: _Optional[str] = ..., language: _Optional[str] = ..., turn_detection: _Optional[_Union[TurnDetection, _Mapping]] = ...) -> None: ...
+    tools: _containers.RepeatedCompositeFieldContainer[Tool]
+    builtin_tools: BuiltinTools
+    def __init__(self, input_format: _Optional[_Union[AudioFormat, _Mapping]] = ..., output_format: _Optional[_Union[AudioFormat, _Mapping]] = ..., stt: _Optional[str] = ..., llm: _Optional[str] = ..., llm_model: _Optional[str] = ..., tts: _Optional[str] = ..., tts_voice: _Optional[str] = ..., campaign_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., greeting: _Optional[str] = ..., language: _Optional[str] = ..., turn_detection: _Optional[_Union[TurnDetection, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., builtin_tools: _Optional[_Union[BuiltinTools, _Mapping]] = ...) -> None: ...
+
+class Tool(_message.Message):
+    __slots__ = ("name", "description", "parameters_json", "webhook", "client")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_JSON_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    parameters_json: str
+    webhook: WebhookTool
+    client: ClientTool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parameters_json: _Optional[str] = ..., webhook: _Optional[_Union[WebhookTool, _Mapping]] = ..., client: _Optional[_Union[ClientTool, _Mapping]] = ...) -> None: ...
+
+class WebhookTool(_message.Message):
+    __slots__ = ("url", "headers", "timeout_ms")
+    class HeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    URL_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    headers: _containers.ScalarMap[str, str]
+    timeout_ms: int
+    def __init__(self, url: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class ClientTool(_message.Message):
+    __slots__ = ("timeout_ms",)
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    timeout_ms: int
+    def __init__(self, timeout_ms: _Optional[int] = ...) -> None: ...
+
+class BuiltinTools(_message.Message):
+    __slots__ = ("end_call", "transfer_targets")
+    END_CALL_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_TARGETS_FIELD_NUMBER: _ClassVar[int]
+    end_call: bool
+    transfer_targets: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, end_call: _Optional[bool] = ..., transfer_targets: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ConfigUpdate(_message.Message):
     __slots__ = ("llm_model", "tts_voice", "system_prompt", "update_mask")
@@ -144,18 +197,20 @@ class Hangup(_message.Message):
     def __init__(self) -> None: ...
 
 class ConverseRequest(_message.Message):
-    __slots__ = ("config", "audio", "update", "text", "hangup")
+    __slots__ = ("config", "audio", "update", "text", "hangup", "tool_result")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     UPDATE_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     HANGUP_FIELD_NUMBER: _ClassVar[int]
+    TOOL_RESULT_FIELD_NUMBER: _ClassVar[int]
     config: SessionConfig
     audio: bytes
     update: ConfigUpdate
     text: str
     hangup: Hangup
-    def __init__(self, config: _Optional[_Union[SessionConfig, _Mapping]] = ..., audio: _Optional[bytes] = ..., update: _Optional[_Union[ConfigUpdate, _Mapping]] = ..., text: _Optional[str] = ..., hangup: _Optional[_Union[Hangup, _Mapping]] = ...) -> None: ...
+    tool_result: ToolResult
+    def __init__(self, config: _Optional[_Union[SessionConfig, _Mapping]] = ..., audio: _Optional[bytes] = ..., update: _Optional[_Union[ConfigUpdate, _Mapping]] = ..., text: _Optional[str] = ..., hangup: _Optional[_Union[Hangup, _Mapping]] = ..., tool_result: _Optional[_Union[ToolResult, _Mapping]] = ...) -> None: ...
 
 class SessionStarted(_message.Message):
     __slots__ = ("session_id", "config")
@@ -211,6 +266,32 @@ class Event(_message.Message):
     message: str
     def __init__(self, type: _Optional[_Union[EventType, str]] = ..., turn_id: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
+class ToolCall(_message.Message):
+    __slots__ = ("id", "name", "arguments_json", "turn_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    TURN_ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    arguments_json: str
+    turn_id: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., arguments_json: _Optional[str] = ..., turn_id: _Optional[int] = ...) -> None: ...
+
+class ToolResult(_message.Message):
+    __slots__ = ("id", "name", "result_json", "error", "turn_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    TURN_ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    result_json: str
+    error: str
+    turn_id: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., result_json: _Optional[str] = ..., error: _Optional[str] = ..., turn_id: _Optional[int] = ...) -> None: ...
+
 class TurnMetrics(_message.Message):
     __slots__ = ("turn_id", "stt_final_ms", "llm_first_token_ms", "tts_first_audio_ms", "voice_to_voice_ms", "barge_in_stop_ms", "from_text")
     TURN_ID_FIELD_NUMBER: _ClassVar[int]
@@ -238,7 +319,7 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ConverseResponse(_message.Message):
-    __slots__ = ("session_started", "transcript", "agent_text", "audio", "event", "metrics", "error")
+    __slots__ = ("session_started", "transcript", "agent_text", "audio", "event", "metrics", "error", "tool_call", "tool_result")
     SESSION_STARTED_FIELD_NUMBER: _ClassVar[int]
     TRANSCRIPT_FIELD_NUMBER: _ClassVar[int]
     AGENT_TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -246,6 +327,8 @@ class ConverseResponse(_message.Message):
     EVENT_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
+    TOOL_RESULT_FIELD_NUMBER: _ClassVar[int]
     session_started: SessionStarted
     transcript: Transcript
     agent_text: AgentText
@@ -253,7 +336,9 @@ class ConverseResponse(_message.Message):
     event: Event
     metrics: TurnMetrics
     error: Error
-    def __init__(self, session_started: _Optional[_Union[SessionStarted, _Mapping]] = ..., transcript: _Optional[_Union[Transcript, _Mapping]] = ..., agent_text: _Optional[_Union[AgentText, _Mapping]] = ..., audio: _Optional[_Union[Audio, _Mapping]] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., metrics: _Optional[_Union[TurnMetrics, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+    tool_call: ToolCall
+    tool_result: ToolResult
+    def __init__(self, session_started: _Optional[_Union[SessionStarted, _Mapping]] = ..., transcript: _Optional[_Union[Transcript, _Mapping]] = ..., agent_text: _Optional[_Union[AgentText, _Mapping]] = ..., audio: _Optional[_Union[Audio, _Mapping]] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., metrics: _Optional[_Union[TurnMetrics, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCall, _Mapping]] = ..., tool_result: _Optional[_Union[ToolResult, _Mapping]] = ...) -> None: ...
 
 class ListBackendsRequest(_message.Message):
     __slots__ = ("kind",)

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file voiceagent/v1/voice_agent.proto.
  */
 export const file_voiceagent_v1_voice_agent: GenFile = /*@__PURE__*/
-  fileDesc("Ch92b2ljZWFnZW50L3YxL3ZvaWNlX2FnZW50LnByb3RvEg12b2ljZWFnZW50LnYxIlgKC0F1ZGlvRm9ybWF0Ei4KCGVuY29kaW5nGAEgASgOMhwudm9pY2VhZ2VudC52MS5BdWRpb0VuY29kaW5nEhkKEXNhbXBsZV9yYXRlX2hlcnR6GAIgASgFIoQDCg1UdXJuRGV0ZWN0aW9uEiQKHGVhZ2VyX2VuZF9vZl90dXJuX3NpbGVuY2VfbXMYASABKAUSHgoWZW5kX29mX3R1cm5fc2lsZW5jZV9tcxgCIAEoBRIhChlkaXNhYmxlX2VhZ2VyX2VuZF9vZl90dXJuGAMgASgIEhoKDWVvdF90aHJlc2hvbGQYBCABKAJIAIgBARIgChNlYWdlcl9lb3RfdGhyZXNob2xkGAUgASgCSAGIAQESLgoEbW9kZRgGIAEoDjIgLnZvaWNlYWdlbnQudjEuVHVybkRldGVjdGlvbk1vZGUSFgoObWF4X3NpbGVuY2VfbXMYByABKAUSIQoUY29tcGxldGlvbl90aHJlc2hvbGQYCCABKAJIAogBARIeChZiYXJnZV9pbl9vbl9hbnlfc3BlZWNoGAkgASgIQhAKDl9lb3RfdGhyZXNob2xkQhYKFF9lYWdlcl9lb3RfdGhyZXNob2xkQhcKFV9jb21wbGV0aW9uX3RocmVzaG9sZCLHAgoNU2Vzc2lvbkNvbmZpZxIwCgxpbnB1dF9mb3JtYXQYASABKAsyGi52b2ljZWFnZW50LnYxLkF1ZGlvRm9ybWF0EjEKDW91dHB1dF9mb3JtYXQYAiABKAsyGi52b2ljZWFnZW50LnYxLkF1ZGlvRm9ybWF0EgsKA3N0dBgDIAEoCRILCgNsbG0YBCABKAkSEQoJbGxtX21vZGVsGAUgASgJEgsKA3R0cxgGIAEoCRIRCgl0dHNfdm9pY2UYByABKAkSEwoLY2FtcGFpZ25faWQYCCABKAkSFQoNc3lzdGVtX3Byb21wdBgJIAEoCRIQCghncmVldGluZxgKIAEoCRIQCghsYW5ndWFnZRgLIAEoCRI0Cg50dXJuX2RldGVjdGlvbhgMIAEoCzIcLnZvaWNlYWdlbnQudjEuVHVybkRldGVjdGlvbiJ8CgxDb25maWdVcGRhdGUSEQoJbGxtX21vZGVsGAEgASgJEhEKCXR0c192b2ljZRgCIAEoCRIVCg1zeXN0ZW1fcHJvbXB0GAMgASgJEi8KC3VwZGF0ZV9tYXNrGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayIICgZIYW5ndXAixQEKD0NvbnZlcnNlUmVxdWVzdBIuCgZjb25maWcYASABKAsyHC52b2ljZWFnZW50LnYxLlNlc3Npb25Db25maWdIABIPCgVhdWRpbxgCIAEoDEgAEi0KBnVwZGF0ZRgDIAEoCzIbLnZvaWNlYWdlbnQudjEuQ29uZmlnVXBkYXRlSAASDgoEdGV4dBgEIAEoCUgAEicKBmhhbmd1cBgFIAEoCzIVLnZvaWNlYWdlbnQudjEuSGFuZ3VwSABCCQoHcmVxdWVzdCJSCg5TZXNzaW9uU3RhcnRlZBISCgpzZXNzaW9uX2lkGAEgASgJEiwKBmNvbmZpZxgCIAEoCzIcLnZvaWNlYWdlbnQudjEuU2Vzc2lvbkNvbmZpZyKlAQoKVHJhbnNjcmlwdBIMCgR0ZXh0GAEgASgJEhAKCGlzX2ZpbmFsGAIgASgIEicKBWV2ZW50GAMgASgOMhgudm9pY2VhZ2VudC52MS5UdXJuRXZlbnQSEgoKdHVybl9pbmRleBgEIAEoBRIdChVhdWRpb193aW5kb3dfc3RhcnRfbXMYBSABKAUSGwoTYXVkaW9fd2luZG93X2VuZF9tcxgGIAEoBSJICglBZ2VudFRleHQSDwoHdHVybl9pZBgBIAEoBRINCgVkZWx0YRgCIAEoCRINCgVmaW5hbBgDIAEoCBIMCgR0ZXh0GAQgASgJIicKBUF1ZGlvEg0KBWF1ZGlvGAEgASgMEg8KB3R1cm5faWQYAiABKAUiUQoFRXZlbnQSJgoEdHlwZRgBIAEoDjIYLnZvaWNlYWdlbnQudjEuRXZlbnRUeXBlEg8KB3R1cm5faWQYAiABKAUSDwoHbWVzc2FnZRgDIAEoCSLOAQoLVHVybk1ldHJpY3MSDwoHdHVybl9pZBgBIAEoBRIUCgxzdHRfZmluYWxfbXMYAiABKAESGgoSbGxtX2ZpcnN0X3Rva2VuX21zGAMgASgBEhoKEnR0c19maXJzdF9hdWRpb19tcxgEIAEoARIZChF2b2ljZV90b192b2ljZV9tcxgFIAEoARIdChBiYXJnZV9pbl9zdG9wX21zGAYgASgBSACIAQESEQoJZnJvbV90ZXh0GAcgASgIQhMKEV9iYXJnZV9pbl9zdG9wX21zIiYKBUVycm9yEgwKBGNvZGUYASABKAUSDwoHbWVzc2FnZRgCIAEoCSLdAgoQQ29udmVyc2VSZXNwb25zZRI4Cg9zZXNzaW9uX3N0YXJ0ZWQYASABKAsyHS52b2ljZWFnZW50LnYxLlNlc3Npb25TdGFydGVkSAASLwoKdHJhbnNjcmlwdBgCIAEoCzIZLnZvaWNlYWdlbnQudjEuVHJhbnNjcmlwdEgAEi4KCmFnZW50X3RleHQYAyABKAsyGC52b2ljZWFnZW50LnYxLkFnZW50VGV4dEgAEiUKBWF1ZGlvGAQgASgLMhQudm9pY2VhZ2VudC52MS5BdWRpb0gAEiUKBWV2ZW50GAUgASgLMhQudm9pY2VhZ2VudC52MS5FdmVudEgAEi0KB21ldHJpY3MYBiABKAsyGi52b2ljZWFnZW50LnYxLlR1cm5NZXRyaWNzSAASJQoFZXJyb3IYByABKAsyFC52b2ljZWFnZW50LnYxLkVycm9ySABCCgoIcmVzcG9uc2UiPwoTTGlzdEJhY2tlbmRzUmVxdWVzdBIoCgRraW5kGAEgASgOMhoudm9pY2VhZ2VudC52MS5CYWNrZW5kS2luZCKWAQoHQmFja2VuZBIoCgRraW5kGAEgASgOMhoudm9pY2VhZ2VudC52MS5CYWNrZW5kS2luZBIMCgRuYW1lGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIRCglhdmFpbGFibGUYBCABKAgSGgoSdW5hdmFpbGFibGVfcmVhc29uGAUgASgJEg4KBmxvYWRlZBgGIAEoCCJAChRMaXN0QmFja2VuZHNSZXNwb25zZRIoCghiYWNrZW5kcxgBIAMoCzIWLnZvaWNlYWdlbnQudjEuQmFja2VuZCITChFMaXN0TW9kZWxzUmVxdWVzdCJjCgVNb2RlbBIKCgJpZBgBIAEoCRIPCgdiYWNrZW5kGAIgASgJEhEKCWF2YWlsYWJsZRgDIAEoCBIaChJ1bmF2YWlsYWJsZV9yZWFzb24YBCABKAkSDgoGbG9hZGVkGAUgASgIIjoKEkxpc3RNb2RlbHNSZXNwb25zZRIkCgZtb2RlbHMYASADKAsyFC52b2ljZWFnZW50LnYxLk1vZGVsIiQKEUxpc3RWb2ljZXNSZXF1ZXN0Eg8KB2JhY2tlbmQYASABKAkigwEKBVZvaWNlEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEAoIbGFuZ3VhZ2UYAyABKAkSDgoGZ2VuZGVyGAQgASgJEg8KB2JhY2tlbmQYBSABKAkSEQoJYXZhaWxhYmxlGAYgASgIEhoKEnVuYXZhaWxhYmxlX3JlYXNvbhgHIAEoCSI6ChJMaXN0Vm9pY2VzUmVzcG9uc2USJAoGdm9pY2VzGAEgAygLMhQudm9pY2VhZ2VudC52MS5Wb2ljZSJlChNQcmV2aWV3Vm9pY2VSZXF1ZXN0Eg0KBXZvaWNlGAEgASgJEgwKBHRleHQYAiABKAkSMQoNb3V0cHV0X2Zvcm1hdBgDIAEoCzIaLnZvaWNlYWdlbnQudjEuQXVkaW9Gb3JtYXQiWAoUUHJldmlld1ZvaWNlUmVzcG9uc2USDQoFYXVkaW8YASABKAwSMQoNb3V0cHV0X2Zvcm1hdBgCIAEoCzIaLnZvaWNlYWdlbnQudjEuQXVkaW9Gb3JtYXQiEgoQR2V0Q29uZmlnUmVxdWVzdCJSCgZDb25maWcSCwoDc3R0GAEgASgJEhEKCWxsbV9tb2RlbBgCIAEoCRIRCgl0dHNfdm9pY2UYAyABKAkSFQoNc3lzdGVtX3Byb21wdBgEIAEoCSJtChNVcGRhdGVDb25maWdSZXF1ZXN0EiUKBmNvbmZpZxgBIAEoCzIVLnZvaWNlYWdlbnQudjEuQ29uZmlnEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayIUChJXYXRjaENvbmZpZ1JlcXVlc3QqUgoNQXVkaW9FbmNvZGluZxIeChpBVURJT19FTkNPRElOR19VTlNQRUNJRklFRBAAEgwKCExJTkVBUjE2EAESCQoFTVVMQVcQAhIICgRBTEFXEAMqcQoRVHVybkRldGVjdGlvbk1vZGUSIwofVFVSTl9ERVRFQ1RJT05fTU9ERV9VTlNQRUNJRklFRBAAEhsKF1RVUk5fREVURUNUSU9OX1NFTUFOVElDEAESGgoWVFVSTl9ERVRFQ1RJT05fU0lMRU5DRRACKoABCglUdXJuRXZlbnQSGgoWVFVSTl9FVkVOVF9VTlNQRUNJRklFRBAAEhEKDVNUQVJUX09GX1RVUk4QARIKCgZVUERBVEUQAhIVChFFQUdFUl9FTkRfT0ZfVFVSThADEhAKDFRVUk5fUkVTVU1FRBAEEg8KC0VORF9PRl9UVVJOEAUqfwoJRXZlbnRUeXBlEhoKFkVWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIMCghCQVJHRV9JThABEhIKDkNPTkZJR19BUFBMSUVEEAISEwoPQUdFTlRfVFVSTl9ET05FEAMSDgoKR09JTkdfQVdBWRAEEg8KC0JBQ0tDSEFOTkVMEAUqbQoLQmFja2VuZEtpbmQSHAoYQkFDS0VORF9LSU5EX1VOU1BFQ0lGSUVEEAASFAoQQkFDS0VORF9LSU5EX1NUVBABEhQKEEJBQ0tFTkRfS0lORF9MTE0QAhIUChBCQUNLRU5EX0tJTkRfVFRTEAMy8QUKClZvaWNlQWdlbnQSTwoIQ29udmVyc2USHi52b2ljZWFnZW50LnYxLkNvbnZlcnNlUmVxdWVzdBofLnZvaWNlYWdlbnQudjEuQ29udmVyc2VSZXNwb25zZSgBMAESVwoMTGlzdEJhY2tlbmRzEiIudm9pY2VhZ2VudC52MS5MaXN0QmFja2VuZHNSZXF1ZXN0GiMudm9pY2VhZ2VudC52MS5MaXN0QmFja2VuZHNSZXNwb25zZRJRCgpMaXN0TW9kZWxzEiAudm9pY2VhZ2VudC52MS5MaXN0TW9kZWxzUmVxdWVzdBohLnZvaWNlYWdlbnQudjEuTGlzdE1vZGVsc1Jlc3BvbnNlElEKCkxpc3RWb2ljZXMSIC52b2ljZWFnZW50LnYxLkxpc3RWb2ljZXNSZXF1ZXN0GiEudm9pY2VhZ2VudC52MS5MaXN0Vm9pY2VzUmVzcG9uc2USVwoMUHJldmlld1ZvaWNlEiIudm9pY2VhZ2VudC52MS5QcmV2aWV3Vm9pY2VSZXF1ZXN0GiMudm9pY2VhZ2VudC52MS5QcmV2aWV3Vm9pY2VSZXNwb25zZRJfChJTdHJlYW1QcmV2aWV3Vm9pY2USIi52b2ljZWFnZW50LnYxLlByZXZpZXdWb2ljZVJlcXVlc3QaIy52b2ljZWFnZW50LnYxLlByZXZpZXdWb2ljZVJlc3BvbnNlMAESQwoJR2V0Q29uZmlnEh8udm9pY2VhZ2VudC52MS5HZXRDb25maWdSZXF1ZXN0GhUudm9pY2VhZ2VudC52MS5Db25maWcSSQoMVXBkYXRlQ29uZmlnEiIudm9pY2VhZ2VudC52MS5VcGRhdGVDb25maWdSZXF1ZXN0GhUudm9pY2VhZ2VudC52MS5Db25maWcSSQoLV2F0Y2hDb25maWcSIS52b2ljZWFnZW50LnYxLldhdGNoQ29uZmlnUmVxdWVzdBoVLnZvaWNlYWdlbnQudjEuQ29uZmlnMAFiBnByb3RvMw", [file_google_protobuf_field_mask]);
+  fileDesc("Ch92b2ljZWFnZW50L3YxL3ZvaWNlX2FnZW50LnByb3RvEg12b2ljZWFnZW50LnYxIlgKC0F1ZGlvRm9ybWF0Ei4KCGVuY29kaW5nGAEgASgOMhwudm9pY2VhZ2VudC52MS5BdWRpb0VuY29kaW5nEhkKEXNhbXBsZV9yYXRlX2hlcnR6GAIgASgFIoQDCg1UdXJuRGV0ZWN0aW9uEiQKHGVhZ2VyX2VuZF9vZl90dXJuX3NpbGVuY2VfbXMYASABKAUSHgoWZW5kX29mX3R1cm5fc2lsZW5jZV9tcxgCIAEoBRIhChlkaXNhYmxlX2VhZ2VyX2VuZF9vZl90dXJuGAMgASgIEhoKDWVvdF90aHJlc2hvbGQYBCABKAJIAIgBARIgChNlYWdlcl9lb3RfdGhyZXNob2xkGAUgASgCSAGIAQESLgoEbW9kZRgGIAEoDjIgLnZvaWNlYWdlbnQudjEuVHVybkRldGVjdGlvbk1vZGUSFgoObWF4X3NpbGVuY2VfbXMYByABKAUSIQoUY29tcGxldGlvbl90aHJlc2hvbGQYCCABKAJIAogBARIeChZiYXJnZV9pbl9vbl9hbnlfc3BlZWNoGAkgASgIQhAKDl9lb3RfdGhyZXNob2xkQhYKFF9lYWdlcl9lb3RfdGhyZXNob2xkQhcKFV9jb21wbGV0aW9uX3RocmVzaG9sZCKfAwoNU2Vzc2lvbkNvbmZpZxIwCgxpbnB1dF9mb3JtYXQYASABKAsyGi52b2ljZWFnZW50LnYxLkF1ZGlvRm9ybWF0EjEKDW91dHB1dF9mb3JtYXQYAiABKAsyGi52b2ljZWFnZW50LnYxLkF1ZGlvRm9ybWF0EgsKA3N0dBgDIAEoCRILCgNsbG0YBCABKAkSEQoJbGxtX21vZGVsGAUgASgJEgsKA3R0cxgGIAEoCRIRCgl0dHNfdm9pY2UYByABKAkSEwoLY2FtcGFpZ25faWQYCCABKAkSFQoNc3lzdGVtX3Byb21wdBgJIAEoCRIQCghncmVldGluZxgKIAEoCRIQCghsYW5ndWFnZRgLIAEoCRI0Cg50dXJuX2RldGVjdGlvbhgMIAEoCzIcLnZvaWNlYWdlbnQudjEuVHVybkRldGVjdGlvbhIiCgV0b29scxgNIAMoCzITLnZvaWNlYWdlbnQudjEuVG9vbBIyCg1idWlsdGluX3Rvb2xzGA4gASgLMhsudm9pY2VhZ2VudC52MS5CdWlsdGluVG9vbHMiqAEKBFRvb2wSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIXCg9wYXJhbWV0ZXJzX2pzb24YAyABKAkSLQoHd2ViaG9vaxgEIAEoCzIaLnZvaWNlYWdlbnQudjEuV2ViaG9va1Rvb2xIABIrCgZjbGllbnQYBSABKAsyGS52b2ljZWFnZW50LnYxLkNsaWVudFRvb2xIAEIICgZydW5uZXIimAEKC1dlYmhvb2tUb29sEgsKA3VybBgBIAEoCRI4CgdoZWFkZXJzGAIgAygLMicudm9pY2VhZ2VudC52MS5XZWJob29rVG9vbC5IZWFkZXJzRW50cnkSEgoKdGltZW91dF9tcxgDIAEoBRouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIgCgpDbGllbnRUb29sEhIKCnRpbWVvdXRfbXMYASABKAUiOgoMQnVpbHRpblRvb2xzEhAKCGVuZF9jYWxsGAEgASgIEhgKEHRyYW5zZmVyX3RhcmdldHMYAiADKAkifAoMQ29uZmlnVXBkYXRlEhEKCWxsbV9tb2RlbBgBIAEoCRIRCgl0dHNfdm9pY2UYAiABKAkSFQoNc3lzdGVtX3Byb21wdBgDIAEoCRIvCgt1cGRhdGVfbWFzaxgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siCAoGSGFuZ3VwIvcBCg9Db252ZXJzZVJlcXVlc3QSLgoGY29uZmlnGAEgASgLMhwudm9pY2VhZ2VudC52MS5TZXNzaW9uQ29uZmlnSAASDwoFYXVkaW8YAiABKAxIABItCgZ1cGRhdGUYAyABKAsyGy52b2ljZWFnZW50LnYxLkNvbmZpZ1VwZGF0ZUgAEg4KBHRleHQYBCABKAlIABInCgZoYW5ndXAYBSABKAsyFS52b2ljZWFnZW50LnYxLkhhbmd1cEgAEjAKC3Rvb2xfcmVzdWx0GAYgASgLMhkudm9pY2VhZ2VudC52MS5Ub29sUmVzdWx0SABCCQoHcmVxdWVzdCJSCg5TZXNzaW9uU3RhcnRlZBISCgpzZXNzaW9uX2lkGAEgASgJEiwKBmNvbmZpZxgCIAEoCzIcLnZvaWNlYWdlbnQudjEuU2Vzc2lvbkNvbmZpZyKlAQoKVHJhbnNjcmlwdBIMCgR0ZXh0GAEgASgJEhAKCGlzX2ZpbmFsGAIgASgIEicKBWV2ZW50GAMgASgOMhgudm9pY2VhZ2VudC52MS5UdXJuRXZlbnQSEgoKdHVybl9pbmRleBgEIAEoBRIdChVhdWRpb193aW5kb3dfc3RhcnRfbXMYBSABKAUSGwoTYXVkaW9fd2luZG93X2VuZF9tcxgGIAEoBSJICglBZ2VudFRleHQSDwoHdHVybl9pZBgBIAEoBRINCgVkZWx0YRgCIAEoCRINCgVmaW5hbBgDIAEoCBIMCgR0ZXh0GAQgASgJIicKBUF1ZGlvEg0KBWF1ZGlvGAEgASgMEg8KB3R1cm5faWQYAiABKAUiUQoFRXZlbnQSJgoEdHlwZRgBIAEoDjIYLnZvaWNlYWdlbnQudjEuRXZlbnRUeXBlEg8KB3R1cm5faWQYAiABKAUSDwoHbWVzc2FnZRgDIAEoCSJNCghUb29sQ2FsbBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhYKDmFyZ3VtZW50c19qc29uGAMgASgJEg8KB3R1cm5faWQYBCABKAUiWwoKVG9vbFJlc3VsdBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhMKC3Jlc3VsdF9qc29uGAMgASgJEg0KBWVycm9yGAQgASgJEg8KB3R1cm5faWQYBSABKAUizgEKC1R1cm5NZXRyaWNzEg8KB3R1cm5faWQYASABKAUSFAoMc3R0X2ZpbmFsX21zGAIgASgBEhoKEmxsbV9maXJzdF90b2tlbl9tcxgDIAEoARIaChJ0dHNfZmlyc3RfYXVkaW9fbXMYBCABKAESGQoRdm9pY2VfdG9fdm9pY2VfbXMYBSABKAESHQoQYmFyZ2VfaW5fc3RvcF9tcxgGIAEoAUgAiAEBEhEKCWZyb21fdGV4dBgHIAEoCEITChFfYmFyZ2VfaW5fc3RvcF9tcyImCgVFcnJvchIMCgRjb2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkivQMKEENvbnZlcnNlUmVzcG9uc2USOAoPc2Vzc2lvbl9zdGFydGVkGAEgASgLMh0udm9pY2VhZ2VudC52MS5TZXNzaW9uU3RhcnRlZEgAEi8KCnRyYW5zY3JpcHQYAiABKAsyGS52b2ljZWFnZW50LnYxLlRyYW5zY3JpcHRIABIuCgphZ2VudF90ZXh0GAMgASgLMhgudm9pY2VhZ2VudC52MS5BZ2VudFRleHRIABIlCgVhdWRpbxgEIAEoCzIULnZvaWNlYWdlbnQudjEuQXVkaW9IABIlCgVldmVudBgFIAEoCzIULnZvaWNlYWdlbnQudjEuRXZlbnRIABItCgdtZXRyaWNzGAYgASgLMhoudm9pY2VhZ2VudC52MS5UdXJuTWV0cmljc0gAEiUKBWVycm9yGAcgASgLMhQudm9pY2VhZ2VudC52MS5FcnJvckgAEiwKCXRvb2xfY2FsbBgIIAEoCzIXLnZvaWNlYWdlbnQudjEuVG9vbENhbGxIABIwCgt0b29sX3Jlc3VsdBgJIAEoCzIZLnZvaWNlYWdlbnQudjEuVG9vbFJlc3VsdEgAQgoKCHJlc3BvbnNlIj8KE0xpc3RCYWNrZW5kc1JlcXVlc3QSKAoEa2luZBgBIAEoDjIaLnZvaWNlYWdlbnQudjEuQmFja2VuZEtpbmQilgEKB0JhY2tlbmQSKAoEa2luZBgBIAEoDjIaLnZvaWNlYWdlbnQudjEuQmFja2VuZEtpbmQSDAoEbmFtZRgCIAEoCRIUCgxkaXNwbGF5X25hbWUYAyABKAkSEQoJYXZhaWxhYmxlGAQgASgIEhoKEnVuYXZhaWxhYmxlX3JlYXNvbhgFIAEoCRIOCgZsb2FkZWQYBiABKAgiQAoUTGlzdEJhY2tlbmRzUmVzcG9uc2USKAoIYmFja2VuZHMYASADKAsyFi52b2ljZWFnZW50LnYxLkJhY2tlbmQiEwoRTGlzdE1vZGVsc1JlcXVlc3QiYwoFTW9kZWwSCgoCaWQYASABKAkSDwoHYmFja2VuZBgCIAEoCRIRCglhdmFpbGFibGUYAyABKAgSGgoSdW5hdmFpbGFibGVfcmVhc29uGAQgASgJEg4KBmxvYWRlZBgFIAEoCCI6ChJMaXN0TW9kZWxzUmVzcG9uc2USJAoGbW9kZWxzGAEgAygLMhQudm9pY2VhZ2VudC52MS5Nb2RlbCIkChFMaXN0Vm9pY2VzUmVxdWVzdBIPCgdiYWNrZW5kGAEgASgJIoMBCgVWb2ljZRIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhAKCGxhbmd1YWdlGAMgASgJEg4KBmdlbmRlchgEIAEoCRIPCgdiYWNrZW5kGAUgASgJEhEKCWF2YWlsYWJsZRgGIAEoCBIaChJ1bmF2YWlsYWJsZV9yZWFzb24YByABKAkiOgoSTGlzdFZvaWNlc1Jlc3BvbnNlEiQKBnZvaWNlcxgBIAMoCzIULnZvaWNlYWdlbnQudjEuVm9pY2UiZQoTUHJldmlld1ZvaWNlUmVxdWVzdBINCgV2b2ljZRgBIAEoCRIMCgR0ZXh0GAIgASgJEjEKDW91dHB1dF9mb3JtYXQYAyABKAsyGi52b2ljZWFnZW50LnYxLkF1ZGlvRm9ybWF0IlgKFFByZXZpZXdWb2ljZVJlc3BvbnNlEg0KBWF1ZGlvGAEgASgMEjEKDW91dHB1dF9mb3JtYXQYAiABKAsyGi52b2ljZWFnZW50LnYxLkF1ZGlvRm9ybWF0IhIKEEdldENvbmZpZ1JlcXVlc3QiUgoGQ29uZmlnEgsKA3N0dBgBIAEoCRIRCglsbG1fbW9kZWwYAiABKAkSEQoJdHRzX3ZvaWNlGAMgASgJEhUKDXN5c3RlbV9wcm9tcHQYBCABKAkibQoTVXBkYXRlQ29uZmlnUmVxdWVzdBIlCgZjb25maWcYASABKAsyFS52b2ljZWFnZW50LnYxLkNvbmZpZxIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siFAoSV2F0Y2hDb25maWdSZXF1ZXN0KlIKDUF1ZGlvRW5jb2RpbmcSHgoaQVVESU9fRU5DT0RJTkdfVU5TUEVDSUZJRUQQABIMCghMSU5FQVIxNhABEgkKBU1VTEFXEAISCAoEQUxBVxADKnEKEVR1cm5EZXRlY3Rpb25Nb2RlEiMKH1RVUk5fREVURUNUSU9OX01PREVfVU5TUEVDSUZJRUQQABIbChdUVVJOX0RFVEVDVElPTl9TRU1BTlRJQxABEhoKFlRVUk5fREVURUNUSU9OX1NJTEVOQ0UQAiqAAQoJVHVybkV2ZW50EhoKFlRVUk5fRVZFTlRfVU5TUEVDSUZJRUQQABIRCg1TVEFSVF9PRl9UVVJOEAESCgoGVVBEQVRFEAISFQoRRUFHRVJfRU5EX09GX1RVUk4QAxIQCgxUVVJOX1JFU1VNRUQQBBIPCgtFTkRfT0ZfVFVSThAFKp0BCglFdmVudFR5cGUSGgoWRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEgwKCEJBUkdFX0lOEAESEgoOQ09ORklHX0FQUExJRUQQAhITCg9BR0VOVF9UVVJOX0RPTkUQAxIOCgpHT0lOR19BV0FZEAQSDwoLQkFDS0NIQU5ORUwQBRIOCgpDQUxMX0VOREVEEAYSDAoIVFJBTlNGRVIQByptCgtCYWNrZW5kS2luZBIcChhCQUNLRU5EX0tJTkRfVU5TUEVDSUZJRUQQABIUChBCQUNLRU5EX0tJTkRfU1RUEAESFAoQQkFDS0VORF9LSU5EX0xMTRACEhQKEEJBQ0tFTkRfS0lORF9UVFMQAzLxBQoKVm9pY2VBZ2VudBJPCghDb252ZXJzZRIeLnZvaWNlYWdlbnQudjEuQ29udmVyc2VSZXF1ZXN0Gh8udm9pY2VhZ2VudC52MS5Db252ZXJzZVJlc3BvbnNlKAEwARJXCgxMaXN0QmFja2VuZHMSIi52b2ljZWFnZW50LnYxLkxpc3RCYWNrZW5kc1JlcXVlc3QaIy52b2ljZWFnZW50LnYxLkxpc3RCYWNrZW5kc1Jlc3BvbnNlElEKCkxpc3RNb2RlbHMSIC52b2ljZWFnZW50LnYxLkxpc3RNb2RlbHNSZXF1ZXN0GiEudm9pY2VhZ2VudC52MS5MaXN0TW9kZWxzUmVzcG9uc2USUQoKTGlzdFZvaWNlcxIgLnZvaWNlYWdlbnQudjEuTGlzdFZvaWNlc1JlcXVlc3QaIS52b2ljZWFnZW50LnYxLkxpc3RWb2ljZXNSZXNwb25zZRJXCgxQcmV2aWV3Vm9pY2USIi52b2ljZWFnZW50LnYxLlByZXZpZXdWb2ljZVJlcXVlc3QaIy52b2ljZWFnZW50LnYxLlByZXZpZXdWb2ljZVJlc3BvbnNlEl8KElN0cmVhbVByZXZpZXdWb2ljZRIiLnZvaWNlYWdlbnQudjEuUHJldmlld1ZvaWNlUmVxdWVzdBojLnZvaWNlYWdlbnQudjEuUHJldmlld1ZvaWNlUmVzcG9uc2UwARJDCglHZXRDb25maWcSHy52b2ljZWFnZW50LnYxLkdldENvbmZpZ1JlcXVlc3QaFS52b2ljZWFnZW50LnYxLkNvbmZpZxJJCgxVcGRhdGVDb25maWcSIi52b2ljZWFnZW50LnYxLlVwZGF0ZUNvbmZpZ1JlcXVlc3QaFS52b2ljZWFnZW50LnYxLkNvbmZpZxJJCgtXYXRjaENvbmZpZxIhLnZvaWNlYWdlbnQudjEuV2F0Y2hDb25maWdSZXF1ZXN0GhUudm9pY2VhZ2VudC52MS5Db25maWcwAWIGcHJvdG8z", [file_google_protobuf_field_mask]);
 
 /**
  * @generated from message voiceagent.v1.AudioFormat
@@ -196,6 +196,22 @@ export type SessionConfig = Message<"voiceagent.v1.SessionConfig"> & {
    * @generated from field: voiceagent.v1.TurnDetection turn_detection = 12;
    */
   turnDetection?: TurnDetection | undefined;
+
+  /**
+   * Tools the agent may call, added to the campaign's (a name here replaces the campaign's tool of
+   * that name).
+   *
+   * @generated from field: repeated voiceagent.v1.Tool tools = 13;
+   */
+  tools: Tool[];
+
+  /**
+   * Built-in tools, added to the campaign's (end_call on if either enables it; transfer targets
+   * are the union).
+   *
+   * @generated from field: voiceagent.v1.BuiltinTools builtin_tools = 14;
+   */
+  builtinTools?: BuiltinTools | undefined;
 };
 
 /**
@@ -204,6 +220,150 @@ export type SessionConfig = Message<"voiceagent.v1.SessionConfig"> & {
  */
 export const SessionConfigSchema: GenMessage<SessionConfig> = /*@__PURE__*/
   messageDesc(file_voiceagent_v1_voice_agent, 2);
+
+/**
+ * A function the agent (the LLM) may call mid-call. Its result goes back to the LLM, which goes on
+ * answering; while a tool runs longer than ~700 ms the agent says a short filler once.
+ *
+ * @generated from message voiceagent.v1.Tool
+ */
+export type Tool = Message<"voiceagent.v1.Tool"> & {
+  /**
+   * 1-64 characters: letters, digits, '_' and '-', starting with a letter; unique per session.
+   * end_call and transfer_call are reserved for the built-ins.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * What the tool does and when to use it: the LLM reads this (up to 1,000 characters).
+   *
+   * @generated from field: string description = 2;
+   */
+  description: string;
+
+  /**
+   * A JSON schema (an object schema, up to 10,000 characters) for the arguments; empty: no
+   * arguments.
+   *
+   * @generated from field: string parameters_json = 3;
+   */
+  parametersJson: string;
+
+  /**
+   * @generated from oneof voiceagent.v1.Tool.runner
+   */
+  runner: {
+    /**
+     * @generated from field: voiceagent.v1.WebhookTool webhook = 4;
+     */
+    value: WebhookTool;
+    case: "webhook";
+  } | {
+    /**
+     * @generated from field: voiceagent.v1.ClientTool client = 5;
+     */
+    value: ClientTool;
+    case: "client";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message voiceagent.v1.Tool.
+ * Use `create(ToolSchema)` to create a new message.
+ */
+export const ToolSchema: GenMessage<Tool> = /*@__PURE__*/
+  messageDesc(file_voiceagent_v1_voice_agent, 3);
+
+/**
+ * The server POSTs `{"tool", "arguments", "session_id", "campaign_id"}` as JSON to `url`; the
+ * response body (up to 64 KiB) is the result. The URL must match TOOL_WEBHOOK_ALLOW; loopback,
+ * private and link-local addresses only when listed there explicitly; redirects are not followed.
+ *
+ * @generated from message voiceagent.v1.WebhookTool
+ */
+export type WebhookTool = Message<"voiceagent.v1.WebhookTool"> & {
+  /**
+   * @generated from field: string url = 1;
+   */
+  url: string;
+
+  /**
+   * Sent with every request (e.g. authorization). Write-only: stored and sent, never returned;
+   * responses name the headers with empty values, and an update that sends a header with an
+   * empty value keeps the stored one.
+   *
+   * @generated from field: map<string, string> headers = 2;
+   */
+  headers: { [key: string]: string };
+
+  /**
+   * Default 5000, 100-30000. A connection error is retried once within it.
+   *
+   * @generated from field: int32 timeout_ms = 3;
+   */
+  timeoutMs: number;
+};
+
+/**
+ * Describes the message voiceagent.v1.WebhookTool.
+ * Use `create(WebhookToolSchema)` to create a new message.
+ */
+export const WebhookToolSchema: GenMessage<WebhookTool> = /*@__PURE__*/
+  messageDesc(file_voiceagent_v1_voice_agent, 4);
+
+/**
+ * The Converse client runs the tool: it gets the ToolCall response and answers with a
+ * ConverseRequest.tool_result carrying the same id.
+ *
+ * @generated from message voiceagent.v1.ClientTool
+ */
+export type ClientTool = Message<"voiceagent.v1.ClientTool"> & {
+  /**
+   * How long the client may take (default 10000, 100-60000); no answer in time is an error result.
+   *
+   * @generated from field: int32 timeout_ms = 1;
+   */
+  timeoutMs: number;
+};
+
+/**
+ * Describes the message voiceagent.v1.ClientTool.
+ * Use `create(ClientToolSchema)` to create a new message.
+ */
+export const ClientToolSchema: GenMessage<ClientTool> = /*@__PURE__*/
+  messageDesc(file_voiceagent_v1_voice_agent, 5);
+
+/**
+ * The tools the server itself runs.
+ *
+ * @generated from message voiceagent.v1.BuiltinTools
+ */
+export type BuiltinTools = Message<"voiceagent.v1.BuiltinTools"> & {
+  /**
+   * end_call(): the agent says its goodbye, then Event CALL_ENDED and the stream ends with OK.
+   *
+   * @generated from field: bool end_call = 1;
+   */
+  endCall: boolean;
+
+  /**
+   * transfer_call(target): enabled when non-empty; the LLM may only pick one of these (SIP URIs
+   * or numbers, up to 16). The agent says its line, then Event TRANSFER (message: the target) and
+   * the stream ends with OK; the SIP bridge transfers the call with REFER.
+   *
+   * @generated from field: repeated string transfer_targets = 2;
+   */
+  transferTargets: string[];
+};
+
+/**
+ * Describes the message voiceagent.v1.BuiltinTools.
+ * Use `create(BuiltinToolsSchema)` to create a new message.
+ */
+export const BuiltinToolsSchema: GenMessage<BuiltinTools> = /*@__PURE__*/
+  messageDesc(file_voiceagent_v1_voice_agent, 6);
 
 /**
  * Switch model or voice mid-call; applies from the next agent turn, history kept.
@@ -239,7 +399,7 @@ export type ConfigUpdate = Message<"voiceagent.v1.ConfigUpdate"> & {
  * Use `create(ConfigUpdateSchema)` to create a new message.
  */
 export const ConfigUpdateSchema: GenMessage<ConfigUpdate> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 3);
+  messageDesc(file_voiceagent_v1_voice_agent, 7);
 
 /**
  * @generated from message voiceagent.v1.Hangup
@@ -252,7 +412,7 @@ export type Hangup = Message<"voiceagent.v1.Hangup"> & {
  * Use `create(HangupSchema)` to create a new message.
  */
 export const HangupSchema: GenMessage<Hangup> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 4);
+  messageDesc(file_voiceagent_v1_voice_agent, 8);
 
 /**
  * @generated from message voiceagent.v1.ConverseRequest
@@ -295,6 +455,15 @@ export type ConverseRequest = Message<"voiceagent.v1.ConverseRequest"> & {
      */
     value: Hangup;
     case: "hangup";
+  } | {
+    /**
+     * The answer to a client tool's ToolCall: `id` and `result_json` or `error` (`name` is
+     * ignored).
+     *
+     * @generated from field: voiceagent.v1.ToolResult tool_result = 6;
+     */
+    value: ToolResult;
+    case: "toolResult";
   } | { case: undefined; value?: undefined };
 };
 
@@ -303,7 +472,7 @@ export type ConverseRequest = Message<"voiceagent.v1.ConverseRequest"> & {
  * Use `create(ConverseRequestSchema)` to create a new message.
  */
 export const ConverseRequestSchema: GenMessage<ConverseRequest> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 5);
+  messageDesc(file_voiceagent_v1_voice_agent, 9);
 
 /**
  * @generated from message voiceagent.v1.SessionStarted
@@ -327,7 +496,7 @@ export type SessionStarted = Message<"voiceagent.v1.SessionStarted"> & {
  * Use `create(SessionStartedSchema)` to create a new message.
  */
 export const SessionStartedSchema: GenMessage<SessionStarted> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 6);
+  messageDesc(file_voiceagent_v1_voice_agent, 10);
 
 /**
  * @generated from message voiceagent.v1.Transcript
@@ -376,7 +545,7 @@ export type Transcript = Message<"voiceagent.v1.Transcript"> & {
  * Use `create(TranscriptSchema)` to create a new message.
  */
 export const TranscriptSchema: GenMessage<Transcript> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 7);
+  messageDesc(file_voiceagent_v1_voice_agent, 11);
 
 /**
  * @generated from message voiceagent.v1.AgentText
@@ -418,7 +587,7 @@ export type AgentText = Message<"voiceagent.v1.AgentText"> & {
  * Use `create(AgentTextSchema)` to create a new message.
  */
 export const AgentTextSchema: GenMessage<AgentText> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 8);
+  messageDesc(file_voiceagent_v1_voice_agent, 12);
 
 /**
  * @generated from message voiceagent.v1.Audio
@@ -442,7 +611,7 @@ export type Audio = Message<"voiceagent.v1.Audio"> & {
  * Use `create(AudioSchema)` to create a new message.
  */
 export const AudioSchema: GenMessage<Audio> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 9);
+  messageDesc(file_voiceagent_v1_voice_agent, 13);
 
 /**
  * @generated from message voiceagent.v1.Event
@@ -469,7 +638,85 @@ export type Event = Message<"voiceagent.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 10);
+  messageDesc(file_voiceagent_v1_voice_agent, 14);
+
+/**
+ * The agent called a tool (what it did, for the client to show, or to run if it is a client tool).
+ *
+ * @generated from message voiceagent.v1.ToolCall
+ */
+export type ToolCall = Message<"voiceagent.v1.ToolCall"> & {
+  /**
+   * Unique in the session; a client tool's ToolResult names it.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * The arguments as a JSON object.
+   *
+   * @generated from field: string arguments_json = 3;
+   */
+  argumentsJson: string;
+
+  /**
+   * @generated from field: int32 turn_id = 4;
+   */
+  turnId: number;
+};
+
+/**
+ * Describes the message voiceagent.v1.ToolCall.
+ * Use `create(ToolCallSchema)` to create a new message.
+ */
+export const ToolCallSchema: GenMessage<ToolCall> = /*@__PURE__*/
+  messageDesc(file_voiceagent_v1_voice_agent, 15);
+
+/**
+ * A tool's outcome as the LLM was told it: `result_json` (a JSON value) or `error` (a timeout, a
+ * webhook that failed, a refused URL...). Also the request a client answers a client tool with.
+ *
+ * @generated from message voiceagent.v1.ToolResult
+ */
+export type ToolResult = Message<"voiceagent.v1.ToolResult"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string result_json = 3;
+   */
+  resultJson: string;
+
+  /**
+   * @generated from field: string error = 4;
+   */
+  error: string;
+
+  /**
+   * @generated from field: int32 turn_id = 5;
+   */
+  turnId: number;
+};
+
+/**
+ * Describes the message voiceagent.v1.ToolResult.
+ * Use `create(ToolResultSchema)` to create a new message.
+ */
+export const ToolResultSchema: GenMessage<ToolResult> = /*@__PURE__*/
+  messageDesc(file_voiceagent_v1_voice_agent, 16);
 
 /**
  * Per-turn latency, in milliseconds on the server's monotonic clock, measured from the end of
@@ -527,7 +774,7 @@ export type TurnMetrics = Message<"voiceagent.v1.TurnMetrics"> & {
  * Use `create(TurnMetricsSchema)` to create a new message.
  */
 export const TurnMetricsSchema: GenMessage<TurnMetrics> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 11);
+  messageDesc(file_voiceagent_v1_voice_agent, 17);
 
 /**
  * Something failed and the call goes on: a bad ConfigUpdate (INVALID_ARGUMENT, NOT_FOUND...), or
@@ -555,7 +802,7 @@ export type Error = Message<"voiceagent.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 12);
+  messageDesc(file_voiceagent_v1_voice_agent, 18);
 
 /**
  * @generated from message voiceagent.v1.ConverseResponse
@@ -606,6 +853,18 @@ export type ConverseResponse = Message<"voiceagent.v1.ConverseResponse"> & {
      */
     value: Error;
     case: "error";
+  } | {
+    /**
+     * @generated from field: voiceagent.v1.ToolCall tool_call = 8;
+     */
+    value: ToolCall;
+    case: "toolCall";
+  } | {
+    /**
+     * @generated from field: voiceagent.v1.ToolResult tool_result = 9;
+     */
+    value: ToolResult;
+    case: "toolResult";
   } | { case: undefined; value?: undefined };
 };
 
@@ -614,7 +873,7 @@ export type ConverseResponse = Message<"voiceagent.v1.ConverseResponse"> & {
  * Use `create(ConverseResponseSchema)` to create a new message.
  */
 export const ConverseResponseSchema: GenMessage<ConverseResponse> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 13);
+  messageDesc(file_voiceagent_v1_voice_agent, 19);
 
 /**
  * @generated from message voiceagent.v1.ListBackendsRequest
@@ -633,7 +892,7 @@ export type ListBackendsRequest = Message<"voiceagent.v1.ListBackendsRequest"> &
  * Use `create(ListBackendsRequestSchema)` to create a new message.
  */
 export const ListBackendsRequestSchema: GenMessage<ListBackendsRequest> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 14);
+  messageDesc(file_voiceagent_v1_voice_agent, 20);
 
 /**
  * @generated from message voiceagent.v1.Backend
@@ -683,7 +942,7 @@ export type Backend = Message<"voiceagent.v1.Backend"> & {
  * Use `create(BackendSchema)` to create a new message.
  */
 export const BackendSchema: GenMessage<Backend> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 15);
+  messageDesc(file_voiceagent_v1_voice_agent, 21);
 
 /**
  * @generated from message voiceagent.v1.ListBackendsResponse
@@ -700,7 +959,7 @@ export type ListBackendsResponse = Message<"voiceagent.v1.ListBackendsResponse">
  * Use `create(ListBackendsResponseSchema)` to create a new message.
  */
 export const ListBackendsResponseSchema: GenMessage<ListBackendsResponse> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 16);
+  messageDesc(file_voiceagent_v1_voice_agent, 22);
 
 /**
  * @generated from message voiceagent.v1.ListModelsRequest
@@ -713,7 +972,7 @@ export type ListModelsRequest = Message<"voiceagent.v1.ListModelsRequest"> & {
  * Use `create(ListModelsRequestSchema)` to create a new message.
  */
 export const ListModelsRequestSchema: GenMessage<ListModelsRequest> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 17);
+  messageDesc(file_voiceagent_v1_voice_agent, 23);
 
 /**
  * @generated from message voiceagent.v1.Model
@@ -756,7 +1015,7 @@ export type Model = Message<"voiceagent.v1.Model"> & {
  * Use `create(ModelSchema)` to create a new message.
  */
 export const ModelSchema: GenMessage<Model> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 18);
+  messageDesc(file_voiceagent_v1_voice_agent, 24);
 
 /**
  * @generated from message voiceagent.v1.ListModelsResponse
@@ -773,7 +1032,7 @@ export type ListModelsResponse = Message<"voiceagent.v1.ListModelsResponse"> & {
  * Use `create(ListModelsResponseSchema)` to create a new message.
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 19);
+  messageDesc(file_voiceagent_v1_voice_agent, 25);
 
 /**
  * @generated from message voiceagent.v1.ListVoicesRequest
@@ -792,7 +1051,7 @@ export type ListVoicesRequest = Message<"voiceagent.v1.ListVoicesRequest"> & {
  * Use `create(ListVoicesRequestSchema)` to create a new message.
  */
 export const ListVoicesRequestSchema: GenMessage<ListVoicesRequest> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 20);
+  messageDesc(file_voiceagent_v1_voice_agent, 26);
 
 /**
  * @generated from message voiceagent.v1.Voice
@@ -841,7 +1100,7 @@ export type Voice = Message<"voiceagent.v1.Voice"> & {
  * Use `create(VoiceSchema)` to create a new message.
  */
 export const VoiceSchema: GenMessage<Voice> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 21);
+  messageDesc(file_voiceagent_v1_voice_agent, 27);
 
 /**
  * @generated from message voiceagent.v1.ListVoicesResponse
@@ -858,7 +1117,7 @@ export type ListVoicesResponse = Message<"voiceagent.v1.ListVoicesResponse"> & {
  * Use `create(ListVoicesResponseSchema)` to create a new message.
  */
 export const ListVoicesResponseSchema: GenMessage<ListVoicesResponse> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 22);
+  messageDesc(file_voiceagent_v1_voice_agent, 28);
 
 /**
  * @generated from message voiceagent.v1.PreviewVoiceRequest
@@ -891,7 +1150,7 @@ export type PreviewVoiceRequest = Message<"voiceagent.v1.PreviewVoiceRequest"> &
  * Use `create(PreviewVoiceRequestSchema)` to create a new message.
  */
 export const PreviewVoiceRequestSchema: GenMessage<PreviewVoiceRequest> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 23);
+  messageDesc(file_voiceagent_v1_voice_agent, 29);
 
 /**
  * @generated from message voiceagent.v1.PreviewVoiceResponse
@@ -913,7 +1172,7 @@ export type PreviewVoiceResponse = Message<"voiceagent.v1.PreviewVoiceResponse">
  * Use `create(PreviewVoiceResponseSchema)` to create a new message.
  */
 export const PreviewVoiceResponseSchema: GenMessage<PreviewVoiceResponse> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 24);
+  messageDesc(file_voiceagent_v1_voice_agent, 30);
 
 /**
  * @generated from message voiceagent.v1.GetConfigRequest
@@ -926,7 +1185,7 @@ export type GetConfigRequest = Message<"voiceagent.v1.GetConfigRequest"> & {
  * Use `create(GetConfigRequestSchema)` to create a new message.
  */
 export const GetConfigRequestSchema: GenMessage<GetConfigRequest> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 25);
+  messageDesc(file_voiceagent_v1_voice_agent, 31);
 
 /**
  * Server-wide defaults for new sessions. A model or voice id names its backend (see ListModels
@@ -963,7 +1222,7 @@ export type Config = Message<"voiceagent.v1.Config"> & {
  * Use `create(ConfigSchema)` to create a new message.
  */
 export const ConfigSchema: GenMessage<Config> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 26);
+  messageDesc(file_voiceagent_v1_voice_agent, 32);
 
 /**
  * @generated from message voiceagent.v1.UpdateConfigRequest
@@ -985,7 +1244,7 @@ export type UpdateConfigRequest = Message<"voiceagent.v1.UpdateConfigRequest"> &
  * Use `create(UpdateConfigRequestSchema)` to create a new message.
  */
 export const UpdateConfigRequestSchema: GenMessage<UpdateConfigRequest> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 27);
+  messageDesc(file_voiceagent_v1_voice_agent, 33);
 
 /**
  * @generated from message voiceagent.v1.WatchConfigRequest
@@ -998,7 +1257,7 @@ export type WatchConfigRequest = Message<"voiceagent.v1.WatchConfigRequest"> & {
  * Use `create(WatchConfigRequestSchema)` to create a new message.
  */
 export const WatchConfigRequestSchema: GenMessage<WatchConfigRequest> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 28);
+  messageDesc(file_voiceagent_v1_voice_agent, 34);
 
 /**
  * @generated from enum voiceagent.v1.AudioEncoding
@@ -1160,6 +1419,21 @@ export enum EventType {
    * @generated from enum value: BACKCHANNEL = 5;
    */
   BACKCHANNEL = 5,
+
+  /**
+   * The agent ended the call (the end_call tool) after its goodbye: the stream then ends with OK.
+   *
+   * @generated from enum value: CALL_ENDED = 6;
+   */
+  CALL_ENDED = 6,
+
+  /**
+   * The agent hands the caller over (the transfer_call tool): `message` is the target; the stream
+   * then ends with OK. A SIP caller gets a REFER to it.
+   *
+   * @generated from enum value: TRANSFER = 7;
+   */
+  TRANSFER = 7,
 }
 
 /**
