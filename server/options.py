@@ -15,7 +15,7 @@ from typing import Literal
 from voiceagent.v1 import voice_agent_pb2 as pb
 
 from server.backends.llm.base import LLM
-from server.backends.registry import BackendError, Backends
+from server.backends.registry import BackendError, Backends, Kind
 from server.backends.tts.base import TTS
 from server.campaign_store import CONFIG_FIELDS, CampaignStore, ConfigRecord
 from server.limits import MAX_SYSTEM_PROMPT
@@ -34,6 +34,41 @@ class OptionError(Exception):
         super().__init__(message)
         self.kind = kind
         self.field = field
+
+
+BACKEND_KINDS: dict[pb.BackendKind, Kind] = {
+    pb.BACKEND_KIND_STT: "stt",
+    pb.BACKEND_KIND_LLM: "llm",
+    pb.BACKEND_KIND_TTS: "tts",
+}
+
+
+def list_backends(
+    backends: Backends, kind: pb.BackendKind = pb.BACKEND_KIND_UNSPECIFIED
+) -> list[pb.Backend]:
+    """Every backend of `kind` (unspecified: all), listed whether or not it can be used here:
+    a client shows the unavailable ones with their reason (the speech-to-text picker has no
+    models or voices of its own to carry it)."""
+    if kind != pb.BACKEND_KIND_UNSPECIFIED and kind not in BACKEND_KINDS:
+        raise OptionError(f"unknown backend kind {kind}", kind="invalid", field="kind")
+    listed = []
+    for proto_kind, name_kind in BACKEND_KINDS.items():
+        if kind not in (pb.BACKEND_KIND_UNSPECIFIED, proto_kind):
+            continue
+        for name in backends.names(name_kind):
+            reason = backends.unavailable_reason(name_kind, name) or ""
+            backend = backends.instance(name_kind, name)
+            listed.append(
+                pb.Backend(
+                    kind=proto_kind,
+                    name=name,
+                    display_name=backend.display_name or name,
+                    available=not reason,
+                    unavailable_reason=reason,
+                    loaded=backends.loaded(name_kind, name),
+                )
+            )
+    return listed
 
 
 def list_models(backends: Backends) -> list[pb.Model]:

@@ -33,6 +33,7 @@ from server.metrics import SESSIONS_ACTIVE, SESSIONS_TOTAL
 from server.options import (
     OptionError,
     ServerDefaults,
+    list_backends,
     list_models,
     list_voices,
     llm_backend_for,
@@ -397,6 +398,14 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
             ) from err
 
     # --- AI options -------------------------------------------------------------------------
+
+    async def ListBackends(
+        self, request: pb.ListBackendsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListBackendsResponse:
+        try:
+            return pb.ListBackendsResponse(backends=list_backends(self._backends, request.kind))
+        except OptionError as err:
+            await abort(context, status_for(err))
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext

@@ -14,6 +14,8 @@ class Backend:
     """Loaded once per server and shared by every session."""
 
     name: ClassVar[str]
+    # What people see (the web page's pickers); empty: the name.
+    display_name: ClassVar[str] = ""
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

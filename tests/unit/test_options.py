@@ -58,6 +58,36 @@ async def test_list_models_and_voices(start_server: StartServer) -> None:
         assert code == grpc.StatusCode.NOT_FOUND and "scripted-tts" in details
 
 
+async def test_list_backends_says_which_can_be_used_and_why_not(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DEEPGRAM_API_KEY", raising=False)
+    s = await start_server()
+    channel, api = await stub(s)
+    async with channel:
+        every = (await api.ListBackends(pb.ListBackendsRequest())).backends
+        by_name = {(b.kind, b.name): b for b in every}
+        assert {pb.BACKEND_KIND_STT, pb.BACKEND_KIND_LLM, pb.BACKEND_KIND_TTS} == {
+            b.kind for b in every
+        }
+        flux = by_name[(pb.BACKEND_KIND_STT, "deepgram-flux")]
+        assert not flux.available and flux.unavailable_reason == "DEEPGRAM_API_KEY not set"
+        assert flux.display_name == "Deepgram Flux (cloud)"
+        whisper = by_name[(pb.BACKEND_KIND_STT, "whisper")]  # listed, not loaded in unit tests
+        assert whisper.available and not whisper.loaded and not whisper.unavailable_reason
+        scripted = by_name[(pb.BACKEND_KIND_STT, "scripted-stt")]
+        assert scripted.loaded and scripted.display_name == "scripted-stt"  # no name of its own
+        assert by_name[(pb.BACKEND_KIND_TTS, "piper")].display_name == "Piper (on this server)"
+
+        stt = (await api.ListBackends(pb.ListBackendsRequest(kind=pb.BACKEND_KIND_STT))).backends
+        assert [b.name for b in stt] == ["deepgram-flux", "scripted-stt", "whisper"]
+        monkeypatch.setenv("DEEPGRAM_API_KEY", "key")  # read at each listing, as sessions do
+        stt = (await api.ListBackends(pb.ListBackendsRequest(kind=pb.BACKEND_KIND_STT))).backends
+        assert all(b.available for b in stt)
+        code, details = await code_of(api.ListBackends(pb.ListBackendsRequest(kind=9)))  # type: ignore[arg-type]
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "kind" in details
+
+
 async def test_update_config_validates_and_is_watched(start_server: StartServer) -> None:
     s = await start_server(more_llms={"other-llm": OtherLLM()})
     channel, api = await stub(s)

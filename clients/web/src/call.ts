@@ -1,6 +1,7 @@
 // One call: Converse over the server's /converse WebSocket (binary frames, one protobuf
 // ConverseRequest or ConverseResponse each), the microphone through an AudioWorklet as 16 kHz
-// LINEAR16 frames, and the agent's audio through gapless playback.
+// LINEAR16 frames (with a level for the meter, and mute), and the agent's audio through gapless
+// playback on the chosen speaker.
 
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { FieldMaskSchema } from "@bufbuild/protobuf/wkt";
@@ -33,19 +34,33 @@ export interface CallChoices {
   voiceProcessing: boolean;
   /** End of turn from a turn-completion model (true, the server default) or from silence. */
   semanticTurns: boolean;
+  /** Input and output devices (enumerateDevices ids); "": the browser's default. */
+  microphoneId: string;
+  speakerId: string;
 }
 
 export interface CallHandlers {
   onResponse(response: ConverseResponse): void;
-  onClosed(code: number, reason: string): void;
+  /** The agent's audio started (true) or ran out (false) in the speaker. */
+  onPlaying(playing: boolean): void;
+  /** `hungUp`: this page asked for the end. */
+  onClosed(code: number, reason: string, hungUp: boolean): void;
 }
+
+export class CouldNotConnect extends Error {}
 
 export class Call {
   private readonly socket: WebSocket;
   private readonly playback = new Playback(OUTPUT_RATE);
   private capture: AudioContext | null = null;
   private microphone: MediaStream | null = null;
+  private source: MediaStreamAudioSourceNode | null = null;
+  private worklet: AudioWorkletNode | null = null;
+  private level: AnalyserNode | null = null;
+  private levelSamples = new Float32Array(512);
   private ended = false;
+  private hungUp = false;
+  private muted = false;
 
   private constructor(socket: WebSocket, private readonly handlers: CallHandlers) {
     this.socket = socket;
@@ -53,8 +68,9 @@ export class Call {
     socket.onmessage = (event) => this.receive(event.data as ArrayBuffer);
     socket.onclose = (event) => {
       void this.release();
-      handlers.onClosed(event.code, event.reason);
+      handlers.onClosed(event.code, event.reason, this.hungUp);
     };
+    this.playback.onPlaying = (playing) => handlers.onPlaying(playing);
   }
 
   /** Open the socket, send the SessionConfig, then start the microphone. */
@@ -69,16 +85,17 @@ export class Call {
     const socket = new WebSocket(url, protocols);
     await new Promise<void>((resolve, reject) => {
       socket.onopen = () => resolve();
-      socket.onerror = () => reject(new Error("could not connect to the server's /converse"));
+      socket.onerror = () => reject(new CouldNotConnect("could not connect to the server's /converse"));
     });
     const call = new Call(socket, handlers);
     call.send({ case: "config", value: sessionConfig(choices) });
     try {
       await call.playback.resume();
-      await call.startMicrophone(choices.voiceProcessing);
+      await call.playback.setSpeaker(choices.speakerId);
+      await call.startMicrophone(choices.voiceProcessing, choices.microphoneId);
     } catch (error) {
       call.hangup(); // no microphone (denied or absent): end the session we opened
-      throw new Error(`the microphone could not be opened: ${error instanceof Error ? error.message : error}`);
+      throw error;
     }
     return call;
   }
@@ -99,6 +116,7 @@ export class Call {
   /** Stop the microphone and the agent's voice, ask the server to end the session; it closes
    * the socket (or we do, if it has not within 3 s). */
   hangup(): void {
+    this.hungUp = true;
     this.stopMicrophone();
     this.playback.flush();
     this.send({ case: "hangup", value: {} } as ConverseRequest["request"]);
@@ -107,6 +125,37 @@ export class Call {
 
   get receivedAudioMs(): number {
     return this.playback.receivedMs;
+  }
+
+  /** Muted, the microphone sends silence: the call stays up, the agent hears nothing. */
+  setMuted(muted: boolean): void {
+    this.muted = muted;
+    this.microphone?.getTracks().forEach((track) => (track.enabled = !muted));
+  }
+
+  /** The microphone's loudness now, 0..1 (RMS, scaled so that speech fills most of the meter). */
+  microphoneLevel(): number {
+    if (!this.level || this.muted) return 0;
+    this.level.getFloatTimeDomainData(this.levelSamples);
+    let sum = 0;
+    for (const sample of this.levelSamples) sum += sample * sample;
+    return Math.min(1, Math.sqrt(sum / this.levelSamples.length) * 4);
+  }
+
+  /** Go on with another microphone, mid-call. */
+  async switchMicrophone(deviceId: string, processing: boolean): Promise<void> {
+    if (!this.capture || !this.worklet || this.ended) return;
+    const next = await openMicrophone(processing, deviceId);
+    if (this.ended) return next.getTracks().forEach((track) => track.stop());
+    this.source?.disconnect();
+    this.stopMicrophone();
+    this.microphone = next;
+    this.setMuted(this.muted);
+    this.connectSource();
+  }
+
+  async setSpeaker(deviceId: string): Promise<void> {
+    await this.playback.setSpeaker(deviceId);
   }
 
   private send(request: ConverseRequest["request"]): void {
@@ -122,33 +171,32 @@ export class Call {
     this.handlers.onResponse(response);
   }
 
-  private async startMicrophone(processing: boolean): Promise<void> {
-    this.microphone = await navigator.mediaDevices.getUserMedia({
-      audio: {
-        channelCount: 1,
-        echoCancellation: processing,
-        noiseSuppression: processing,
-        autoGainControl: processing,
-      },
-    });
+  private async startMicrophone(processing: boolean, deviceId: string): Promise<void> {
+    this.microphone = await openMicrophone(processing, deviceId);
     if (this.ended) return this.stopMicrophone();
     // A 16 kHz context lets the browser resample the microphone. Browsers that cannot connect
     // a microphone to a context at another rate (Firefox) get their own rate, and the worklet
     // resamples.
     this.capture = new AudioContext({ sampleRate: INPUT_RATE });
-    let source: MediaStreamAudioSourceNode;
     try {
-      source = this.capture.createMediaStreamSource(this.microphone);
+      this.capture.createMediaStreamSource(this.microphone).disconnect();
     } catch {
       await this.capture.close();
       this.capture = new AudioContext();
-      source = this.capture.createMediaStreamSource(this.microphone);
     }
     await this.capture.audioWorklet.addModule(new URL("capture-worklet.js", location.href));
-    const worklet = new AudioWorkletNode(this.capture, "capture");
-    worklet.port.onmessage = (event: MessageEvent<Uint8Array>) =>
+    this.worklet = new AudioWorkletNode(this.capture, "capture");
+    this.worklet.port.onmessage = (event: MessageEvent<Uint8Array>) =>
       this.send({ case: "audio", value: event.data });
-    source.connect(worklet);
+    this.level = new AnalyserNode(this.capture, { fftSize: this.levelSamples.length });
+    this.connectSource();
+  }
+
+  private connectSource(): void {
+    if (!this.capture || !this.worklet || !this.level || !this.microphone) return;
+    this.source = this.capture.createMediaStreamSource(this.microphone);
+    this.source.connect(this.worklet);
+    this.source.connect(this.level);
   }
 
   private stopMicrophone(): void {
@@ -163,6 +211,18 @@ export class Call {
     if (this.socket.readyState === WebSocket.OPEN) this.socket.close(1000, "hung up");
     await Promise.allSettled([this.capture?.close(), this.playback.close()]);
   }
+}
+
+function openMicrophone(processing: boolean, deviceId: string): Promise<MediaStream> {
+  return navigator.mediaDevices.getUserMedia({
+    audio: {
+      deviceId: deviceId ? { exact: deviceId } : undefined,
+      channelCount: 1,
+      echoCancellation: processing,
+      noiseSuppression: processing,
+      autoGainControl: processing,
+    },
+  });
 }
 
 function sessionConfig(choices: CallChoices): SessionConfig {

@@ -1,4 +1,6 @@
-// A small SVG bar chart of voice-to-voice latency per turn, redrawn as TurnMetrics arrive.
+// A small SVG bar chart of voice-to-voice latency per turn, redrawn as TurnMetrics arrive. It is
+// drawn from the same rows as the call's latency table: one slot per row, a bar where the row
+// has a voice-to-voice figure (a greeting or an interruption alone has none).
 
 const SVG = "http://www.w3.org/2000/svg";
 const WIDTH = 480;
@@ -6,7 +8,9 @@ const HEIGHT = 160;
 const MARGIN = { top: 12, right: 8, bottom: 22, left: 44 };
 
 export interface TurnPoint {
-  turnId: number;
+  /** As the table's first column says it, e.g. "2" or "greeting". */
+  label: string;
+  /** 0: none. */
   voiceToVoiceMs: number;
 }
 
@@ -37,19 +41,21 @@ export function drawChart(svg: SVGSVGElement, points: TurnPoint[]): void {
   const slot = plotWidth / Math.max(points.length, 10);
   points.forEach((point, i) => {
     const x = MARGIN.left + i * slot + slot * 0.15;
-    const y = scale(point.voiceToVoiceMs);
-    const bar = element("rect", { x, y, width: slot * 0.7, height: MARGIN.top + plotHeight - y, class: "bar" });
-    bar.append(element("title", {}, `turn ${point.turnId}: ${Math.round(point.voiceToVoiceMs)} ms`));
-    svg.append(
-      bar,
-      element("text", { x: x + slot * 0.35, y: HEIGHT - 6, "text-anchor": "middle", class: "axis" }, `${point.turnId}`),
-    );
+    if (point.voiceToVoiceMs > 0) {
+      const y = scale(point.voiceToVoiceMs);
+      const bar = element("rect", { x, y, width: slot * 0.7, height: MARGIN.top + plotHeight - y, class: "bar" });
+      bar.append(element("title", {}, `turn ${point.label}: ${Math.round(point.voiceToVoiceMs)} ms`));
+      svg.append(bar);
+    }
+    const short = point.label.length > 4 ? point.label.slice(0, 1).toUpperCase() : point.label;
+    svg.append(element("text", { x: x + slot * 0.35, y: HEIGHT - 6, "text-anchor": "middle", class: "axis" }, short));
   });
-  const last = points.at(-1);
+  const timed = points.filter((p) => p.voiceToVoiceMs > 0);
+  const last = timed.at(-1);
   svg.setAttribute(
     "aria-label",
     last
-      ? `Voice-to-voice latency for ${points.length} turns; last turn ${Math.round(last.voiceToVoiceMs)} ms`
+      ? `Voice-to-voice latency for ${timed.length} turns; last ${Math.round(last.voiceToVoiceMs)} ms`
       : "Voice-to-voice latency per turn: no turns yet",
   );
 }

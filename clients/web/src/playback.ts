@@ -1,5 +1,15 @@
 // Gapless playback of the agent's LINEAR16 audio: each chunk is scheduled to start exactly where
-// the previous one ends; flush() stops everything at once (BARGE_IN).
+// the previous one ends; flush() stops everything at once (BARGE_IN). It says when sound starts
+// and stops, which is when the agent is heard speaking.
+
+/** AudioContext.setSinkId (Chromium 110+), not yet in TypeScript's DOM types. */
+interface SinkSelectable {
+  setSinkId(sinkId: string): Promise<void>;
+}
+
+export function canChooseSpeaker(): boolean {
+  return "setSinkId" in AudioContext.prototype;
+}
 
 export class Playback {
   private readonly context: AudioContext;
@@ -7,6 +17,8 @@ export class Playback {
   private nextStart = 0;
   /** Milliseconds of agent audio received in this call. */
   receivedMs = 0;
+  /** Called with true when sound starts, false when the last queued sound ends or is flushed. */
+  onPlaying: (playing: boolean) => void = () => {};
 
   constructor(private readonly sampleRate: number) {
     this.context = new AudioContext({ sampleRate });
@@ -14,6 +26,15 @@ export class Playback {
 
   async resume(): Promise<void> {
     await this.context.resume();
+  }
+
+  get playing(): boolean {
+    return this.sources.size > 0;
+  }
+
+  /** Play through this output device ("" is the system default), where the browser can. */
+  async setSpeaker(deviceId: string): Promise<void> {
+    if (canChooseSpeaker()) await (this.context as unknown as SinkSelectable).setSinkId(deviceId);
   }
 
   /** Queue little-endian 16-bit mono PCM at the session's output rate. */
@@ -33,11 +54,16 @@ export class Playback {
     this.nextStart = start + buffer.duration;
     this.receivedMs += buffer.duration * 1000;
     this.sources.add(source);
-    source.onended = () => this.sources.delete(source);
+    if (this.sources.size === 1) this.onPlaying(true);
+    source.onended = () => {
+      this.sources.delete(source);
+      if (this.sources.size === 0) this.onPlaying(false);
+    };
   }
 
   /** Drop everything queued or playing now. */
   flush(): void {
+    const wasPlaying = this.playing;
     for (const source of this.sources) {
       source.onended = null;
       source.stop();
@@ -45,6 +71,7 @@ export class Playback {
     }
     this.sources.clear();
     this.nextStart = 0;
+    if (wasPlaying) this.onPlaying(false);
   }
 
   async close(): Promise<void> {

@@ -51,6 +51,7 @@ TOOL_HINT = (
 
 class LlamaCppLLM(LLM):
     name: ClassVar[str] = "llama-cpp"
+    display_name: ClassVar[str] = "llama.cpp (on this server)"
 
     def __init__(self, threads: int = 2, max_tokens: int = 96, context: int = 4096) -> None:
         self._threads = threads

@@ -54,6 +54,7 @@ class OpenAIConfig:
 
 class OpenAILLM(LLM):
     name: ClassVar[str] = "openai"
+    display_name: ClassVar[str] = "OpenAI-compatible API (cloud)"
 
     def __init__(self, config: OpenAIConfig | None = None) -> None:
         models = tuple(m.strip() for m in os.environ.get("LLM_MODELS", "").split(",") if m.strip())

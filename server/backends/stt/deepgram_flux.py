@@ -71,6 +71,7 @@ class FluxConnection:
 
 class DeepgramFluxSTT(STT):
     name: ClassVar[str] = "deepgram-flux"
+    display_name: ClassVar[str] = "Deepgram Flux (cloud)"
     sample_rate: ClassVar[int] = 16000
 
     def __init__(self, connection: FluxConnection | None = None) -> None:

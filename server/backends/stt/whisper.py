@@ -33,6 +33,7 @@ _FINAL_BEAM = 2
 
 class WhisperSTT(STT):
     name: ClassVar[str] = "whisper"
+    display_name: ClassVar[str] = "Whisper (on this server)"
     sample_rate: ClassVar[int] = 16000
 
     def __init__(self, workers: int = 2) -> None:

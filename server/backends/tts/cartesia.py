@@ -77,6 +77,7 @@ def _configured_voices(spec: str) -> tuple[VoiceInfo, ...]:
 
 class CartesiaTTS(TTS):
     name: ClassVar[str] = "cartesia"
+    display_name: ClassVar[str] = "Cartesia (cloud)"
 
     def __init__(self, config: CartesiaConfig | None = None) -> None:
         self.config = config or CartesiaConfig(

@@ -48,6 +48,7 @@ def _loopback(endpoint: str) -> bool:
 
 class GoogleTTS(TTS):
     name: ClassVar[str] = "google"
+    display_name: ClassVar[str] = "Google Cloud Text-to-Speech (cloud)"
 
     def __init__(self, endpoint: str | None = None, retries: int = 2) -> None:
         self.endpoint = endpoint or os.environ.get("GOOGLE_TTS_ENDPOINT") or DEFAULT_ENDPOINT

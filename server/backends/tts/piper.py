@@ -24,6 +24,7 @@ VOICE_ID = "en_US-joe-medium"
 
 class PiperTTS(TTS):
     name: ClassVar[str] = "piper"
+    display_name: ClassVar[str] = "Piper (on this server)"
 
     def __init__(self, threads: int = 2) -> None:
         self._threads = threads

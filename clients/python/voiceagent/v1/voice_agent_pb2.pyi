@@ -40,6 +40,13 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BACKCHANNEL: _ClassVar[EventType]
     CALL_ENDED: _ClassVar[EventType]
     TRANSFER: _ClassVar[EventType]
+
+class BackendKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BACKEND_KIND_UNSPECIFIED: _ClassVar[BackendKind]
+    BACKEND_KIND_STT: _ClassVar[BackendKind]
+    BACKEND_KIND_LLM: _ClassVar[BackendKind]
+    BACKEND_KIND_TTS: _ClassVar[BackendKind]
 AUDIO_ENCODING_UNSPECIFIED: AudioEncoding
 LINEAR16: AudioEncoding
 MULAW: AudioEncoding
@@ -61,6 +68,10 @@ GOING_AWAY: EventType
 BACKCHANNEL: EventType
 CALL_ENDED: EventType
 TRANSFER: EventType
+BACKEND_KIND_UNSPECIFIED: BackendKind
+BACKEND_KIND_STT: BackendKind
+BACKEND_KIND_LLM: BackendKind
+BACKEND_KIND_TTS: BackendKind
 
 class AudioFormat(_message.Message):
     __slots__ = ("encoding", "sample_rate_hertz")
@@ -328,6 +339,34 @@ class ConverseResponse(_message.Message):
     tool_call: ToolCall
     tool_result: ToolResult
     def __init__(self, session_started: _Optional[_Union[SessionStarted, _Mapping]] = ..., transcript: _Optional[_Union[Transcript, _Mapping]] = ..., agent_text: _Optional[_Union[AgentText, _Mapping]] = ..., audio: _Optional[_Union[Audio, _Mapping]] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., metrics: _Optional[_Union[TurnMetrics, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCall, _Mapping]] = ..., tool_result: _Optional[_Union[ToolResult, _Mapping]] = ...) -> None: ...
+
+class ListBackendsRequest(_message.Message):
+    __slots__ = ("kind",)
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    kind: BackendKind
+    def __init__(self, kind: _Optional[_Union[BackendKind, str]] = ...) -> None: ...
+
+class Backend(_message.Message):
+    __slots__ = ("kind", "name", "display_name", "available", "unavailable_reason", "loaded")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_REASON_FIELD_NUMBER: _ClassVar[int]
+    LOADED_FIELD_NUMBER: _ClassVar[int]
+    kind: BackendKind
+    name: str
+    display_name: str
+    available: bool
+    unavailable_reason: str
+    loaded: bool
+    def __init__(self, kind: _Optional[_Union[BackendKind, str]] = ..., name: _Optional[str] = ..., display_name: _Optional[str] = ..., available: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ..., loaded: _Optional[bool] = ...) -> None: ...
+
+class ListBackendsResponse(_message.Message):
+    __slots__ = ("backends",)
+    BACKENDS_FIELD_NUMBER: _ClassVar[int]
+    backends: _containers.RepeatedCompositeFieldContainer[Backend]
+    def __init__(self, backends: _Optional[_Iterable[_Union[Backend, _Mapping]]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

@@ -39,6 +39,11 @@ class VoiceAgentStub:
                 request_serializer=voiceagent_dot_v1_dot_voice__agent__pb2.ConverseRequest.SerializeToString,
                 response_deserializer=voiceagent_dot_v1_dot_voice__agent__pb2.ConverseResponse.FromString,
                 _registered_method=True)
+        self.ListBackends = channel.unary_unary(
+                '/voiceagent.v1.VoiceAgent/ListBackends',
+                request_serializer=voiceagent_dot_v1_dot_voice__agent__pb2.ListBackendsRequest.SerializeToString,
+                response_deserializer=voiceagent_dot_v1_dot_voice__agent__pb2.ListBackendsResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/voiceagent.v1.VoiceAgent/ListModels',
                 request_serializer=voiceagent_dot_v1_dot_voice__agent__pb2.ListModelsRequest.SerializeToString,
@@ -87,9 +92,17 @@ class VoiceAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ListModels(self, request, context):
+    def ListBackends(self, request, context):
         """"AI options": what can be chosen, and the server-wide defaults for new sessions.
+        The backends of each kind (speech to text, language model, speech synthesis), with whether
+        each can be used here and a name for people.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModels(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -140,6 +153,11 @@ def add_VoiceAgentServicer_to_server(servicer, server):
                     servicer.Converse,
                     request_deserializer=voiceagent_dot_v1_dot_voice__agent__pb2.ConverseRequest.FromString,
                     response_serializer=voiceagent_dot_v1_dot_voice__agent__pb2.ConverseResponse.SerializeToString,
+            ),
+            'ListBackends': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBackends,
+                    request_deserializer=voiceagent_dot_v1_dot_voice__agent__pb2.ListBackendsRequest.FromString,
+                    response_serializer=voiceagent_dot_v1_dot_voice__agent__pb2.ListBackendsResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -204,6 +222,33 @@ class VoiceAgent:
             '/voiceagent.v1.VoiceAgent/Converse',
             voiceagent_dot_v1_dot_voice__agent__pb2.ConverseRequest.SerializeToString,
             voiceagent_dot_v1_dot_voice__agent__pb2.ConverseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBackends(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voiceagent.v1.VoiceAgent/ListBackends',
+            voiceagent_dot_v1_dot_voice__agent__pb2.ListBackendsRequest.SerializeToString,
+            voiceagent_dot_v1_dot_voice__agent__pb2.ListBackendsResponse.FromString,
             options,
             channel_credentials,
             insecure,

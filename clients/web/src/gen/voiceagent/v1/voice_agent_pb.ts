@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file voiceagent/v1/voice_agent.proto.
  */
 export const file_voiceagent_v1_voice_agent: GenFile = /*@__PURE__*/
-  fileDesc("Ch92b2ljZWFnZW50L3YxL3ZvaWNlX2FnZW50LnByb3RvEg12b2ljZWFnZW50LnYxIlgKC0F1ZGlvRm9ybWF0Ei4KCGVuY29kaW5nGAEgASgOMhwudm9pY2VhZ2VudC52MS5BdWRpb0VuY29kaW5nEhkKEXNhbXBsZV9yYXRlX2hlcnR6GAIgASgFIoQDCg1UdXJuRGV0ZWN0aW9uEiQKHGVhZ2VyX2VuZF9vZl90dXJuX3NpbGVuY2VfbXMYASABKAUSHgoWZW5kX29mX3R1cm5fc2lsZW5jZV9tcxgCIAEoBRIhChlkaXNhYmxlX2VhZ2VyX2VuZF9vZl90dXJuGAMgASgIEhoKDWVvdF90aHJlc2hvbGQYBCABKAJIAIgBARIgChNlYWdlcl9lb3RfdGhyZXNob2xkGAUgASgCSAGIAQESLgoEbW9kZRgGIAEoDjIgLnZvaWNlYWdlbnQudjEuVHVybkRldGVjdGlvbk1vZGUSFgoObWF4X3NpbGVuY2VfbXMYByABKAUSIQoUY29tcGxldGlvbl90aHJlc2hvbGQYCCABKAJIAogBARIeChZiYXJnZV9pbl9vbl9hbnlfc3BlZWNoGAkgASgIQhAKDl9lb3RfdGhyZXNob2xkQhYKFF9lYWdlcl9lb3RfdGhyZXNob2xkQhcKFV9jb21wbGV0aW9uX3RocmVzaG9sZCKfAwoNU2Vzc2lvbkNvbmZpZxIwCgxpbnB1dF9mb3JtYXQYASABKAsyGi52b2ljZWFnZW50LnYxLkF1ZGlvRm9ybWF0EjEKDW91dHB1dF9mb3JtYXQYAiABKAsyGi52b2ljZWFnZW50LnYxLkF1ZGlvRm9ybWF0EgsKA3N0dBgDIAEoCRILCgNsbG0YBCABKAkSEQoJbGxtX21vZGVsGAUgASgJEgsKA3R0cxgGIAEoCRIRCgl0dHNfdm9pY2UYByABKAkSEwoLY2FtcGFpZ25faWQYCCABKAkSFQoNc3lzdGVtX3Byb21wdBgJIAEoCRIQCghncmVldGluZxgKIAEoCRIQCghsYW5ndWFnZRgLIAEoCRI0Cg50dXJuX2RldGVjdGlvbhgMIAEoCzIcLnZvaWNlYWdlbnQudjEuVHVybkRldGVjdGlvbhIiCgV0b29scxgNIAMoCzITLnZvaWNlYWdlbnQudjEuVG9vbBIyCg1idWlsdGluX3Rvb2xzGA4gASgLMhsudm9pY2VhZ2VudC52MS5CdWlsdGluVG9vbHMiqAEKBFRvb2wSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIXCg9wYXJhbWV0ZXJzX2pzb24YAyABKAkSLQoHd2ViaG9vaxgEIAEoCzIaLnZvaWNlYWdlbnQudjEuV2ViaG9va1Rvb2xIABIrCgZjbGllbnQYBSABKAsyGS52b2ljZWFnZW50LnYxLkNsaWVudFRvb2xIAEIICgZydW5uZXIimAEKC1dlYmhvb2tUb29sEgsKA3VybBgBIAEoCRI4CgdoZWFkZXJzGAIgAygLMicudm9pY2VhZ2VudC52MS5XZWJob29rVG9vbC5IZWFkZXJzRW50cnkSEgoKdGltZW91dF9tcxgDIAEoBRouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIgCgpDbGllbnRUb29sEhIKCnRpbWVvdXRfbXMYASABKAUiOgoMQnVpbHRpblRvb2xzEhAKCGVuZF9jYWxsGAEgASgIEhgKEHRyYW5zZmVyX3RhcmdldHMYAiADKAkifAoMQ29uZmlnVXBkYXRlEhEKCWxsbV9tb2RlbBgBIAEoCRIRCgl0dHNfdm9pY2UYAiABKAkSFQoNc3lzdGVtX3Byb21wdBgDIAEoCRIvCgt1cGRhdGVfbWFzaxgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siCAoGSGFuZ3VwIvcBCg9Db252ZXJzZVJlcXVlc3QSLgoGY29uZmlnGAEgASgLMhwudm9pY2VhZ2VudC52MS5TZXNzaW9uQ29uZmlnSAASDwoFYXVkaW8YAiABKAxIABItCgZ1cGRhdGUYAyABKAsyGy52b2ljZWFnZW50LnYxLkNvbmZpZ1VwZGF0ZUgAEg4KBHRleHQYBCABKAlIABInCgZoYW5ndXAYBSABKAsyFS52b2ljZWFnZW50LnYxLkhhbmd1cEgAEjAKC3Rvb2xfcmVzdWx0GAYgASgLMhkudm9pY2VhZ2VudC52MS5Ub29sUmVzdWx0SABCCQoHcmVxdWVzdCJSCg5TZXNzaW9uU3RhcnRlZBISCgpzZXNzaW9uX2lkGAEgASgJEiwKBmNvbmZpZxgCIAEoCzIcLnZvaWNlYWdlbnQudjEuU2Vzc2lvbkNvbmZpZyKlAQoKVHJhbnNjcmlwdBIMCgR0ZXh0GAEgASgJEhAKCGlzX2ZpbmFsGAIgASgIEicKBWV2ZW50GAMgASgOMhgudm9pY2VhZ2VudC52MS5UdXJuRXZlbnQSEgoKdHVybl9pbmRleBgEIAEoBRIdChVhdWRpb193aW5kb3dfc3RhcnRfbXMYBSABKAUSGwoTYXVkaW9fd2luZG93X2VuZF9tcxgGIAEoBSJICglBZ2VudFRleHQSDwoHdHVybl9pZBgBIAEoBRINCgVkZWx0YRgCIAEoCRINCgVmaW5hbBgDIAEoCBIMCgR0ZXh0GAQgASgJIicKBUF1ZGlvEg0KBWF1ZGlvGAEgASgMEg8KB3R1cm5faWQYAiABKAUiUQoFRXZlbnQSJgoEdHlwZRgBIAEoDjIYLnZvaWNlYWdlbnQudjEuRXZlbnRUeXBlEg8KB3R1cm5faWQYAiABKAUSDwoHbWVzc2FnZRgDIAEoCSJNCghUb29sQ2FsbBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhYKDmFyZ3VtZW50c19qc29uGAMgASgJEg8KB3R1cm5faWQYBCABKAUiWwoKVG9vbFJlc3VsdBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhMKC3Jlc3VsdF9qc29uGAMgASgJEg0KBWVycm9yGAQgASgJEg8KB3R1cm5faWQYBSABKAUizgEKC1R1cm5NZXRyaWNzEg8KB3R1cm5faWQYASABKAUSFAoMc3R0X2ZpbmFsX21zGAIgASgBEhoKEmxsbV9maXJzdF90b2tlbl9tcxgDIAEoARIaChJ0dHNfZmlyc3RfYXVkaW9fbXMYBCABKAESGQoRdm9pY2VfdG9fdm9pY2VfbXMYBSABKAESHQoQYmFyZ2VfaW5fc3RvcF9tcxgGIAEoAUgAiAEBEhEKCWZyb21fdGV4dBgHIAEoCEITChFfYmFyZ2VfaW5fc3RvcF9tcyImCgVFcnJvchIMCgRjb2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkivQMKEENvbnZlcnNlUmVzcG9uc2USOAoPc2Vzc2lvbl9zdGFydGVkGAEgASgLMh0udm9pY2VhZ2VudC52MS5TZXNzaW9uU3RhcnRlZEgAEi8KCnRyYW5zY3JpcHQYAiABKAsyGS52b2ljZWFnZW50LnYxLlRyYW5zY3JpcHRIABIuCgphZ2VudF90ZXh0GAMgASgLMhgudm9pY2VhZ2VudC52MS5BZ2VudFRleHRIABIlCgVhdWRpbxgEIAEoCzIULnZvaWNlYWdlbnQudjEuQXVkaW9IABIlCgVldmVudBgFIAEoCzIULnZvaWNlYWdlbnQudjEuRXZlbnRIABItCgdtZXRyaWNzGAYgASgLMhoudm9pY2VhZ2VudC52MS5UdXJuTWV0cmljc0gAEiUKBWVycm9yGAcgASgLMhQudm9pY2VhZ2VudC52MS5FcnJvckgAEiwKCXRvb2xfY2FsbBgIIAEoCzIXLnZvaWNlYWdlbnQudjEuVG9vbENhbGxIABIwCgt0b29sX3Jlc3VsdBgJIAEoCzIZLnZvaWNlYWdlbnQudjEuVG9vbFJlc3VsdEgAQgoKCHJlc3BvbnNlIhMKEUxpc3RNb2RlbHNSZXF1ZXN0ImMKBU1vZGVsEgoKAmlkGAEgASgJEg8KB2JhY2tlbmQYAiABKAkSEQoJYXZhaWxhYmxlGAMgASgIEhoKEnVuYXZhaWxhYmxlX3JlYXNvbhgEIAEoCRIOCgZsb2FkZWQYBSABKAgiOgoSTGlzdE1vZGVsc1Jlc3BvbnNlEiQKBm1vZGVscxgBIAMoCzIULnZvaWNlYWdlbnQudjEuTW9kZWwiJAoRTGlzdFZvaWNlc1JlcXVlc3QSDwoHYmFja2VuZBgBIAEoCSKDAQoFVm9pY2USCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIQCghsYW5ndWFnZRgDIAEoCRIOCgZnZW5kZXIYBCABKAkSDwoHYmFja2VuZBgFIAEoCRIRCglhdmFpbGFibGUYBiABKAgSGgoSdW5hdmFpbGFibGVfcmVhc29uGAcgASgJIjoKEkxpc3RWb2ljZXNSZXNwb25zZRIkCgZ2b2ljZXMYASADKAsyFC52b2ljZWFnZW50LnYxLlZvaWNlImUKE1ByZXZpZXdWb2ljZVJlcXVlc3QSDQoFdm9pY2UYASABKAkSDAoEdGV4dBgCIAEoCRIxCg1vdXRwdXRfZm9ybWF0GAMgASgLMhoudm9pY2VhZ2VudC52MS5BdWRpb0Zvcm1hdCJYChRQcmV2aWV3Vm9pY2VSZXNwb25zZRINCgVhdWRpbxgBIAEoDBIxCg1vdXRwdXRfZm9ybWF0GAIgASgLMhoudm9pY2VhZ2VudC52MS5BdWRpb0Zvcm1hdCISChBHZXRDb25maWdSZXF1ZXN0ImAKBkNvbmZpZxILCgNzdHQYASABKAkSEQoJbGxtX21vZGVsGAIgASgJEhEKCXR0c192b2ljZRgDIAEoCRIVCg1zeXN0ZW1fcHJvbXB0GAQgASgJEgwKBGV0YWcYBSABKAkibQoTVXBkYXRlQ29uZmlnUmVxdWVzdBIlCgZjb25maWcYASABKAsyFS52b2ljZWFnZW50LnYxLkNvbmZpZxIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siFAoSV2F0Y2hDb25maWdSZXF1ZXN0KlIKDUF1ZGlvRW5jb2RpbmcSHgoaQVVESU9fRU5DT0RJTkdfVU5TUEVDSUZJRUQQABIMCghMSU5FQVIxNhABEgkKBU1VTEFXEAISCAoEQUxBVxADKnEKEVR1cm5EZXRlY3Rpb25Nb2RlEiMKH1RVUk5fREVURUNUSU9OX01PREVfVU5TUEVDSUZJRUQQABIbChdUVVJOX0RFVEVDVElPTl9TRU1BTlRJQxABEhoKFlRVUk5fREVURUNUSU9OX1NJTEVOQ0UQAiqAAQoJVHVybkV2ZW50EhoKFlRVUk5fRVZFTlRfVU5TUEVDSUZJRUQQABIRCg1TVEFSVF9PRl9UVVJOEAESCgoGVVBEQVRFEAISFQoRRUFHRVJfRU5EX09GX1RVUk4QAxIQCgxUVVJOX1JFU1VNRUQQBBIPCgtFTkRfT0ZfVFVSThAFKp0BCglFdmVudFR5cGUSGgoWRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEgwKCEJBUkdFX0lOEAESEgoOQ09ORklHX0FQUExJRUQQAhITCg9BR0VOVF9UVVJOX0RPTkUQAxIOCgpHT0lOR19BV0FZEAQSDwoLQkFDS0NIQU5ORUwQBRIOCgpDQUxMX0VOREVEEAYSDAoIVFJBTlNGRVIQBzKYBQoKVm9pY2VBZ2VudBJPCghDb252ZXJzZRIeLnZvaWNlYWdlbnQudjEuQ29udmVyc2VSZXF1ZXN0Gh8udm9pY2VhZ2VudC52MS5Db252ZXJzZVJlc3BvbnNlKAEwARJRCgpMaXN0TW9kZWxzEiAudm9pY2VhZ2VudC52MS5MaXN0TW9kZWxzUmVxdWVzdBohLnZvaWNlYWdlbnQudjEuTGlzdE1vZGVsc1Jlc3BvbnNlElEKCkxpc3RWb2ljZXMSIC52b2ljZWFnZW50LnYxLkxpc3RWb2ljZXNSZXF1ZXN0GiEudm9pY2VhZ2VudC52MS5MaXN0Vm9pY2VzUmVzcG9uc2USVwoMUHJldmlld1ZvaWNlEiIudm9pY2VhZ2VudC52MS5QcmV2aWV3Vm9pY2VSZXF1ZXN0GiMudm9pY2VhZ2VudC52MS5QcmV2aWV3Vm9pY2VSZXNwb25zZRJfChJTdHJlYW1QcmV2aWV3Vm9pY2USIi52b2ljZWFnZW50LnYxLlByZXZpZXdWb2ljZVJlcXVlc3QaIy52b2ljZWFnZW50LnYxLlByZXZpZXdWb2ljZVJlc3BvbnNlMAESQwoJR2V0Q29uZmlnEh8udm9pY2VhZ2VudC52MS5HZXRDb25maWdSZXF1ZXN0GhUudm9pY2VhZ2VudC52MS5Db25maWcSSQoMVXBkYXRlQ29uZmlnEiIudm9pY2VhZ2VudC52MS5VcGRhdGVDb25maWdSZXF1ZXN0GhUudm9pY2VhZ2VudC52MS5Db25maWcSSQoLV2F0Y2hDb25maWcSIS52b2ljZWFnZW50LnYxLldhdGNoQ29uZmlnUmVxdWVzdBoVLnZvaWNlYWdlbnQudjEuQ29uZmlnMAFiBnByb3RvMw", [file_google_protobuf_field_mask]);
+  fileDesc("Ch92b2ljZWFnZW50L3YxL3ZvaWNlX2FnZW50LnByb3RvEg12b2ljZWFnZW50LnYxIlgKC0F1ZGlvRm9ybWF0Ei4KCGVuY29kaW5nGAEgASgOMhwudm9pY2VhZ2VudC52MS5BdWRpb0VuY29kaW5nEhkKEXNhbXBsZV9yYXRlX2hlcnR6GAIgASgFIoQDCg1UdXJuRGV0ZWN0aW9uEiQKHGVhZ2VyX2VuZF9vZl90dXJuX3NpbGVuY2VfbXMYASABKAUSHgoWZW5kX29mX3R1cm5fc2lsZW5jZV9tcxgCIAEoBRIhChlkaXNhYmxlX2VhZ2VyX2VuZF9vZl90dXJuGAMgASgIEhoKDWVvdF90aHJlc2hvbGQYBCABKAJIAIgBARIgChNlYWdlcl9lb3RfdGhyZXNob2xkGAUgASgCSAGIAQESLgoEbW9kZRgGIAEoDjIgLnZvaWNlYWdlbnQudjEuVHVybkRldGVjdGlvbk1vZGUSFgoObWF4X3NpbGVuY2VfbXMYByABKAUSIQoUY29tcGxldGlvbl90aHJlc2hvbGQYCCABKAJIAogBARIeChZiYXJnZV9pbl9vbl9hbnlfc3BlZWNoGAkgASgIQhAKDl9lb3RfdGhyZXNob2xkQhYKFF9lYWdlcl9lb3RfdGhyZXNob2xkQhcKFV9jb21wbGV0aW9uX3RocmVzaG9sZCKfAwoNU2Vzc2lvbkNvbmZpZxIwCgxpbnB1dF9mb3JtYXQYASABKAsyGi52b2ljZWFnZW50LnYxLkF1ZGlvRm9ybWF0EjEKDW91dHB1dF9mb3JtYXQYAiABKAsyGi52b2ljZWFnZW50LnYxLkF1ZGlvRm9ybWF0EgsKA3N0dBgDIAEoCRILCgNsbG0YBCABKAkSEQoJbGxtX21vZGVsGAUgASgJEgsKA3R0cxgGIAEoCRIRCgl0dHNfdm9pY2UYByABKAkSEwoLY2FtcGFpZ25faWQYCCABKAkSFQoNc3lzdGVtX3Byb21wdBgJIAEoCRIQCghncmVldGluZxgKIAEoCRIQCghsYW5ndWFnZRgLIAEoCRI0Cg50dXJuX2RldGVjdGlvbhgMIAEoCzIcLnZvaWNlYWdlbnQudjEuVHVybkRldGVjdGlvbhIiCgV0b29scxgNIAMoCzITLnZvaWNlYWdlbnQudjEuVG9vbBIyCg1idWlsdGluX3Rvb2xzGA4gASgLMhsudm9pY2VhZ2VudC52MS5CdWlsdGluVG9vbHMiqAEKBFRvb2wSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIXCg9wYXJhbWV0ZXJzX2pzb24YAyABKAkSLQoHd2ViaG9vaxgEIAEoCzIaLnZvaWNlYWdlbnQudjEuV2ViaG9va1Rvb2xIABIrCgZjbGllbnQYBSABKAsyGS52b2ljZWFnZW50LnYxLkNsaWVudFRvb2xIAEIICgZydW5uZXIimAEKC1dlYmhvb2tUb29sEgsKA3VybBgBIAEoCRI4CgdoZWFkZXJzGAIgAygLMicudm9pY2VhZ2VudC52MS5XZWJob29rVG9vbC5IZWFkZXJzRW50cnkSEgoKdGltZW91dF9tcxgDIAEoBRouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIgCgpDbGllbnRUb29sEhIKCnRpbWVvdXRfbXMYASABKAUiOgoMQnVpbHRpblRvb2xzEhAKCGVuZF9jYWxsGAEgASgIEhgKEHRyYW5zZmVyX3RhcmdldHMYAiADKAkifAoMQ29uZmlnVXBkYXRlEhEKCWxsbV9tb2RlbBgBIAEoCRIRCgl0dHNfdm9pY2UYAiABKAkSFQoNc3lzdGVtX3Byb21wdBgDIAEoCRIvCgt1cGRhdGVfbWFzaxgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siCAoGSGFuZ3VwIvcBCg9Db252ZXJzZVJlcXVlc3QSLgoGY29uZmlnGAEgASgLMhwudm9pY2VhZ2VudC52MS5TZXNzaW9uQ29uZmlnSAASDwoFYXVkaW8YAiABKAxIABItCgZ1cGRhdGUYAyABKAsyGy52b2ljZWFnZW50LnYxLkNvbmZpZ1VwZGF0ZUgAEg4KBHRleHQYBCABKAlIABInCgZoYW5ndXAYBSABKAsyFS52b2ljZWFnZW50LnYxLkhhbmd1cEgAEjAKC3Rvb2xfcmVzdWx0GAYgASgLMhkudm9pY2VhZ2VudC52MS5Ub29sUmVzdWx0SABCCQoHcmVxdWVzdCJSCg5TZXNzaW9uU3RhcnRlZBISCgpzZXNzaW9uX2lkGAEgASgJEiwKBmNvbmZpZxgCIAEoCzIcLnZvaWNlYWdlbnQudjEuU2Vzc2lvbkNvbmZpZyKlAQoKVHJhbnNjcmlwdBIMCgR0ZXh0GAEgASgJEhAKCGlzX2ZpbmFsGAIgASgIEicKBWV2ZW50GAMgASgOMhgudm9pY2VhZ2VudC52MS5UdXJuRXZlbnQSEgoKdHVybl9pbmRleBgEIAEoBRIdChVhdWRpb193aW5kb3dfc3RhcnRfbXMYBSABKAUSGwoTYXVkaW9fd2luZG93X2VuZF9tcxgGIAEoBSJICglBZ2VudFRleHQSDwoHdHVybl9pZBgBIAEoBRINCgVkZWx0YRgCIAEoCRINCgVmaW5hbBgDIAEoCBIMCgR0ZXh0GAQgASgJIicKBUF1ZGlvEg0KBWF1ZGlvGAEgASgMEg8KB3R1cm5faWQYAiABKAUiUQoFRXZlbnQSJgoEdHlwZRgBIAEoDjIYLnZvaWNlYWdlbnQudjEuRXZlbnRUeXBlEg8KB3R1cm5faWQYAiABKAUSDwoHbWVzc2FnZRgDIAEoCSJNCghUb29sQ2FsbBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhYKDmFyZ3VtZW50c19qc29uGAMgASgJEg8KB3R1cm5faWQYBCABKAUiWwoKVG9vbFJlc3VsdBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhMKC3Jlc3VsdF9qc29uGAMgASgJEg0KBWVycm9yGAQgASgJEg8KB3R1cm5faWQYBSABKAUizgEKC1R1cm5NZXRyaWNzEg8KB3R1cm5faWQYASABKAUSFAoMc3R0X2ZpbmFsX21zGAIgASgBEhoKEmxsbV9maXJzdF90b2tlbl9tcxgDIAEoARIaChJ0dHNfZmlyc3RfYXVkaW9fbXMYBCABKAESGQoRdm9pY2VfdG9fdm9pY2VfbXMYBSABKAESHQoQYmFyZ2VfaW5fc3RvcF9tcxgGIAEoAUgAiAEBEhEKCWZyb21fdGV4dBgHIAEoCEITChFfYmFyZ2VfaW5fc3RvcF9tcyImCgVFcnJvchIMCgRjb2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkivQMKEENvbnZlcnNlUmVzcG9uc2USOAoPc2Vzc2lvbl9zdGFydGVkGAEgASgLMh0udm9pY2VhZ2VudC52MS5TZXNzaW9uU3RhcnRlZEgAEi8KCnRyYW5zY3JpcHQYAiABKAsyGS52b2ljZWFnZW50LnYxLlRyYW5zY3JpcHRIABIuCgphZ2VudF90ZXh0GAMgASgLMhgudm9pY2VhZ2VudC52MS5BZ2VudFRleHRIABIlCgVhdWRpbxgEIAEoCzIULnZvaWNlYWdlbnQudjEuQXVkaW9IABIlCgVldmVudBgFIAEoCzIULnZvaWNlYWdlbnQudjEuRXZlbnRIABItCgdtZXRyaWNzGAYgASgLMhoudm9pY2VhZ2VudC52MS5UdXJuTWV0cmljc0gAEiUKBWVycm9yGAcgASgLMhQudm9pY2VhZ2VudC52MS5FcnJvckgAEiwKCXRvb2xfY2FsbBgIIAEoCzIXLnZvaWNlYWdlbnQudjEuVG9vbENhbGxIABIwCgt0b29sX3Jlc3VsdBgJIAEoCzIZLnZvaWNlYWdlbnQudjEuVG9vbFJlc3VsdEgAQgoKCHJlc3BvbnNlIj8KE0xpc3RCYWNrZW5kc1JlcXVlc3QSKAoEa2luZBgBIAEoDjIaLnZvaWNlYWdlbnQudjEuQmFja2VuZEtpbmQilgEKB0JhY2tlbmQSKAoEa2luZBgBIAEoDjIaLnZvaWNlYWdlbnQudjEuQmFja2VuZEtpbmQSDAoEbmFtZRgCIAEoCRIUCgxkaXNwbGF5X25hbWUYAyABKAkSEQoJYXZhaWxhYmxlGAQgASgIEhoKEnVuYXZhaWxhYmxlX3JlYXNvbhgFIAEoCRIOCgZsb2FkZWQYBiABKAgiQAoUTGlzdEJhY2tlbmRzUmVzcG9uc2USKAoIYmFja2VuZHMYASADKAsyFi52b2ljZWFnZW50LnYxLkJhY2tlbmQiEwoRTGlzdE1vZGVsc1JlcXVlc3QiYwoFTW9kZWwSCgoCaWQYASABKAkSDwoHYmFja2VuZBgCIAEoCRIRCglhdmFpbGFibGUYAyABKAgSGgoSdW5hdmFpbGFibGVfcmVhc29uGAQgASgJEg4KBmxvYWRlZBgFIAEoCCI6ChJMaXN0TW9kZWxzUmVzcG9uc2USJAoGbW9kZWxzGAEgAygLMhQudm9pY2VhZ2VudC52MS5Nb2RlbCIkChFMaXN0Vm9pY2VzUmVxdWVzdBIPCgdiYWNrZW5kGAEgASgJIoMBCgVWb2ljZRIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhAKCGxhbmd1YWdlGAMgASgJEg4KBmdlbmRlchgEIAEoCRIPCgdiYWNrZW5kGAUgASgJEhEKCWF2YWlsYWJsZRgGIAEoCBIaChJ1bmF2YWlsYWJsZV9yZWFzb24YByABKAkiOgoSTGlzdFZvaWNlc1Jlc3BvbnNlEiQKBnZvaWNlcxgBIAMoCzIULnZvaWNlYWdlbnQudjEuVm9pY2UiZQoTUHJldmlld1ZvaWNlUmVxdWVzdBINCgV2b2ljZRgBIAEoCRIMCgR0ZXh0GAIgASgJEjEKDW91dHB1dF9mb3JtYXQYAyABKAsyGi52b2ljZWFnZW50LnYxLkF1ZGlvRm9ybWF0IlgKFFByZXZpZXdWb2ljZVJlc3BvbnNlEg0KBWF1ZGlvGAEgASgMEjEKDW91dHB1dF9mb3JtYXQYAiABKAsyGi52b2ljZWFnZW50LnYxLkF1ZGlvRm9ybWF0IhIKEEdldENvbmZpZ1JlcXVlc3QiYAoGQ29uZmlnEgsKA3N0dBgBIAEoCRIRCglsbG1fbW9kZWwYAiABKAkSEQoJdHRzX3ZvaWNlGAMgASgJEhUKDXN5c3RlbV9wcm9tcHQYBCABKAkSDAoEZXRhZxgFIAEoCSJtChNVcGRhdGVDb25maWdSZXF1ZXN0EiUKBmNvbmZpZxgBIAEoCzIVLnZvaWNlYWdlbnQudjEuQ29uZmlnEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayIUChJXYXRjaENvbmZpZ1JlcXVlc3QqUgoNQXVkaW9FbmNvZGluZxIeChpBVURJT19FTkNPRElOR19VTlNQRUNJRklFRBAAEgwKCExJTkVBUjE2EAESCQoFTVVMQVcQAhIICgRBTEFXEAMqcQoRVHVybkRldGVjdGlvbk1vZGUSIwofVFVSTl9ERVRFQ1RJT05fTU9ERV9VTlNQRUNJRklFRBAAEhsKF1RVUk5fREVURUNUSU9OX1NFTUFOVElDEAESGgoWVFVSTl9ERVRFQ1RJT05fU0lMRU5DRRACKoABCglUdXJuRXZlbnQSGgoWVFVSTl9FVkVOVF9VTlNQRUNJRklFRBAAEhEKDVNUQVJUX09GX1RVUk4QARIKCgZVUERBVEUQAhIVChFFQUdFUl9FTkRfT0ZfVFVSThADEhAKDFRVUk5fUkVTVU1FRBAEEg8KC0VORF9PRl9UVVJOEAUqnQEKCUV2ZW50VHlwZRIaChZFVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASDAoIQkFSR0VfSU4QARISCg5DT05GSUdfQVBQTElFRBACEhMKD0FHRU5UX1RVUk5fRE9ORRADEg4KCkdPSU5HX0FXQVkQBBIPCgtCQUNLQ0hBTk5FTBAFEg4KCkNBTExfRU5ERUQQBhIMCghUUkFOU0ZFUhAHKm0KC0JhY2tlbmRLaW5kEhwKGEJBQ0tFTkRfS0lORF9VTlNQRUNJRklFRBAAEhQKEEJBQ0tFTkRfS0lORF9TVFQQARIUChBCQUNLRU5EX0tJTkRfTExNEAISFAoQQkFDS0VORF9LSU5EX1RUUxADMvEFCgpWb2ljZUFnZW50Ek8KCENvbnZlcnNlEh4udm9pY2VhZ2VudC52MS5Db252ZXJzZVJlcXVlc3QaHy52b2ljZWFnZW50LnYxLkNvbnZlcnNlUmVzcG9uc2UoATABElcKDExpc3RCYWNrZW5kcxIiLnZvaWNlYWdlbnQudjEuTGlzdEJhY2tlbmRzUmVxdWVzdBojLnZvaWNlYWdlbnQudjEuTGlzdEJhY2tlbmRzUmVzcG9uc2USUQoKTGlzdE1vZGVscxIgLnZvaWNlYWdlbnQudjEuTGlzdE1vZGVsc1JlcXVlc3QaIS52b2ljZWFnZW50LnYxLkxpc3RNb2RlbHNSZXNwb25zZRJRCgpMaXN0Vm9pY2VzEiAudm9pY2VhZ2VudC52MS5MaXN0Vm9pY2VzUmVxdWVzdBohLnZvaWNlYWdlbnQudjEuTGlzdFZvaWNlc1Jlc3BvbnNlElcKDFByZXZpZXdWb2ljZRIiLnZvaWNlYWdlbnQudjEuUHJldmlld1ZvaWNlUmVxdWVzdBojLnZvaWNlYWdlbnQudjEuUHJldmlld1ZvaWNlUmVzcG9uc2USXwoSU3RyZWFtUHJldmlld1ZvaWNlEiIudm9pY2VhZ2VudC52MS5QcmV2aWV3Vm9pY2VSZXF1ZXN0GiMudm9pY2VhZ2VudC52MS5QcmV2aWV3Vm9pY2VSZXNwb25zZTABEkMKCUdldENvbmZpZxIfLnZvaWNlYWdlbnQudjEuR2V0Q29uZmlnUmVxdWVzdBoVLnZvaWNlYWdlbnQudjEuQ29uZmlnEkkKDFVwZGF0ZUNvbmZpZxIiLnZvaWNlYWdlbnQudjEuVXBkYXRlQ29uZmlnUmVxdWVzdBoVLnZvaWNlYWdlbnQudjEuQ29uZmlnEkkKC1dhdGNoQ29uZmlnEiEudm9pY2VhZ2VudC52MS5XYXRjaENvbmZpZ1JlcXVlc3QaFS52b2ljZWFnZW50LnYxLkNvbmZpZzABYgZwcm90bzM", [file_google_protobuf_field_mask]);
 
 /**
  * @generated from message voiceagent.v1.AudioFormat
@@ -876,6 +876,92 @@ export const ConverseResponseSchema: GenMessage<ConverseResponse> = /*@__PURE__*
   messageDesc(file_voiceagent_v1_voice_agent, 19);
 
 /**
+ * @generated from message voiceagent.v1.ListBackendsRequest
+ */
+export type ListBackendsRequest = Message<"voiceagent.v1.ListBackendsRequest"> & {
+  /**
+   * Unspecified: every kind.
+   *
+   * @generated from field: voiceagent.v1.BackendKind kind = 1;
+   */
+  kind: BackendKind;
+};
+
+/**
+ * Describes the message voiceagent.v1.ListBackendsRequest.
+ * Use `create(ListBackendsRequestSchema)` to create a new message.
+ */
+export const ListBackendsRequestSchema: GenMessage<ListBackendsRequest> = /*@__PURE__*/
+  messageDesc(file_voiceagent_v1_voice_agent, 20);
+
+/**
+ * @generated from message voiceagent.v1.Backend
+ */
+export type Backend = Message<"voiceagent.v1.Backend"> & {
+  /**
+   * @generated from field: voiceagent.v1.BackendKind kind = 1;
+   */
+  kind: BackendKind;
+
+  /**
+   * As SessionConfig.stt/llm/tts and Config.stt take it, e.g. "whisper", "deepgram-flux".
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * For people, e.g. "Whisper (on this server)", "Deepgram Flux (cloud)".
+   *
+   * @generated from field: string display_name = 3;
+   */
+  displayName: string;
+
+  /**
+   * @generated from field: bool available = 4;
+   */
+  available: boolean;
+
+  /**
+   * Why it cannot be used here, e.g. "DEEPGRAM_API_KEY not set".
+   *
+   * @generated from field: string unavailable_reason = 5;
+   */
+  unavailableReason: string;
+
+  /**
+   * Weights or client ready on this instance.
+   *
+   * @generated from field: bool loaded = 6;
+   */
+  loaded: boolean;
+};
+
+/**
+ * Describes the message voiceagent.v1.Backend.
+ * Use `create(BackendSchema)` to create a new message.
+ */
+export const BackendSchema: GenMessage<Backend> = /*@__PURE__*/
+  messageDesc(file_voiceagent_v1_voice_agent, 21);
+
+/**
+ * @generated from message voiceagent.v1.ListBackendsResponse
+ */
+export type ListBackendsResponse = Message<"voiceagent.v1.ListBackendsResponse"> & {
+  /**
+   * @generated from field: repeated voiceagent.v1.Backend backends = 1;
+   */
+  backends: Backend[];
+};
+
+/**
+ * Describes the message voiceagent.v1.ListBackendsResponse.
+ * Use `create(ListBackendsResponseSchema)` to create a new message.
+ */
+export const ListBackendsResponseSchema: GenMessage<ListBackendsResponse> = /*@__PURE__*/
+  messageDesc(file_voiceagent_v1_voice_agent, 22);
+
+/**
  * @generated from message voiceagent.v1.ListModelsRequest
  */
 export type ListModelsRequest = Message<"voiceagent.v1.ListModelsRequest"> & {
@@ -886,7 +972,7 @@ export type ListModelsRequest = Message<"voiceagent.v1.ListModelsRequest"> & {
  * Use `create(ListModelsRequestSchema)` to create a new message.
  */
 export const ListModelsRequestSchema: GenMessage<ListModelsRequest> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 20);
+  messageDesc(file_voiceagent_v1_voice_agent, 23);
 
 /**
  * @generated from message voiceagent.v1.Model
@@ -929,7 +1015,7 @@ export type Model = Message<"voiceagent.v1.Model"> & {
  * Use `create(ModelSchema)` to create a new message.
  */
 export const ModelSchema: GenMessage<Model> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 21);
+  messageDesc(file_voiceagent_v1_voice_agent, 24);
 
 /**
  * @generated from message voiceagent.v1.ListModelsResponse
@@ -946,7 +1032,7 @@ export type ListModelsResponse = Message<"voiceagent.v1.ListModelsResponse"> & {
  * Use `create(ListModelsResponseSchema)` to create a new message.
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 22);
+  messageDesc(file_voiceagent_v1_voice_agent, 25);
 
 /**
  * @generated from message voiceagent.v1.ListVoicesRequest
@@ -965,7 +1051,7 @@ export type ListVoicesRequest = Message<"voiceagent.v1.ListVoicesRequest"> & {
  * Use `create(ListVoicesRequestSchema)` to create a new message.
  */
 export const ListVoicesRequestSchema: GenMessage<ListVoicesRequest> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 23);
+  messageDesc(file_voiceagent_v1_voice_agent, 26);
 
 /**
  * @generated from message voiceagent.v1.Voice
@@ -1014,7 +1100,7 @@ export type Voice = Message<"voiceagent.v1.Voice"> & {
  * Use `create(VoiceSchema)` to create a new message.
  */
 export const VoiceSchema: GenMessage<Voice> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 24);
+  messageDesc(file_voiceagent_v1_voice_agent, 27);
 
 /**
  * @generated from message voiceagent.v1.ListVoicesResponse
@@ -1031,7 +1117,7 @@ export type ListVoicesResponse = Message<"voiceagent.v1.ListVoicesResponse"> & {
  * Use `create(ListVoicesResponseSchema)` to create a new message.
  */
 export const ListVoicesResponseSchema: GenMessage<ListVoicesResponse> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 25);
+  messageDesc(file_voiceagent_v1_voice_agent, 28);
 
 /**
  * @generated from message voiceagent.v1.PreviewVoiceRequest
@@ -1064,7 +1150,7 @@ export type PreviewVoiceRequest = Message<"voiceagent.v1.PreviewVoiceRequest"> &
  * Use `create(PreviewVoiceRequestSchema)` to create a new message.
  */
 export const PreviewVoiceRequestSchema: GenMessage<PreviewVoiceRequest> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 26);
+  messageDesc(file_voiceagent_v1_voice_agent, 29);
 
 /**
  * @generated from message voiceagent.v1.PreviewVoiceResponse
@@ -1086,7 +1172,7 @@ export type PreviewVoiceResponse = Message<"voiceagent.v1.PreviewVoiceResponse">
  * Use `create(PreviewVoiceResponseSchema)` to create a new message.
  */
 export const PreviewVoiceResponseSchema: GenMessage<PreviewVoiceResponse> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 27);
+  messageDesc(file_voiceagent_v1_voice_agent, 30);
 
 /**
  * @generated from message voiceagent.v1.GetConfigRequest
@@ -1099,7 +1185,7 @@ export type GetConfigRequest = Message<"voiceagent.v1.GetConfigRequest"> & {
  * Use `create(GetConfigRequestSchema)` to create a new message.
  */
 export const GetConfigRequestSchema: GenMessage<GetConfigRequest> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 28);
+  messageDesc(file_voiceagent_v1_voice_agent, 31);
 
 /**
  * Server-wide defaults for new sessions, shared by every replica through the store
@@ -1145,7 +1231,7 @@ export type Config = Message<"voiceagent.v1.Config"> & {
  * Use `create(ConfigSchema)` to create a new message.
  */
 export const ConfigSchema: GenMessage<Config> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 29);
+  messageDesc(file_voiceagent_v1_voice_agent, 32);
 
 /**
  * @generated from message voiceagent.v1.UpdateConfigRequest
@@ -1172,7 +1258,7 @@ export type UpdateConfigRequest = Message<"voiceagent.v1.UpdateConfigRequest"> &
  * Use `create(UpdateConfigRequestSchema)` to create a new message.
  */
 export const UpdateConfigRequestSchema: GenMessage<UpdateConfigRequest> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 30);
+  messageDesc(file_voiceagent_v1_voice_agent, 33);
 
 /**
  * @generated from message voiceagent.v1.WatchConfigRequest
@@ -1185,7 +1271,7 @@ export type WatchConfigRequest = Message<"voiceagent.v1.WatchConfigRequest"> & {
  * Use `create(WatchConfigRequestSchema)` to create a new message.
  */
 export const WatchConfigRequestSchema: GenMessage<WatchConfigRequest> = /*@__PURE__*/
-  messageDesc(file_voiceagent_v1_voice_agent, 31);
+  messageDesc(file_voiceagent_v1_voice_agent, 34);
 
 /**
  * @generated from enum voiceagent.v1.AudioEncoding
@@ -1371,6 +1457,37 @@ export const EventTypeSchema: GenEnum<EventType> = /*@__PURE__*/
   enumDesc(file_voiceagent_v1_voice_agent, 3);
 
 /**
+ * @generated from enum voiceagent.v1.BackendKind
+ */
+export enum BackendKind {
+  /**
+   * @generated from enum value: BACKEND_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: BACKEND_KIND_STT = 1;
+   */
+  STT = 1,
+
+  /**
+   * @generated from enum value: BACKEND_KIND_LLM = 2;
+   */
+  LLM = 2,
+
+  /**
+   * @generated from enum value: BACKEND_KIND_TTS = 3;
+   */
+  TTS = 3,
+}
+
+/**
+ * Describes the enum voiceagent.v1.BackendKind.
+ */
+export const BackendKindSchema: GenEnum<BackendKind> = /*@__PURE__*/
+  enumDesc(file_voiceagent_v1_voice_agent, 4);
+
+/**
  * @generated from service voiceagent.v1.VoiceAgent
  */
 export const VoiceAgent: GenService<{
@@ -1387,7 +1504,17 @@ export const VoiceAgent: GenService<{
   },
   /**
    * "AI options": what can be chosen, and the server-wide defaults for new sessions.
+   * The backends of each kind (speech to text, language model, speech synthesis), with whether
+   * each can be used here and a name for people.
    *
+   * @generated from rpc voiceagent.v1.VoiceAgent.ListBackends
+   */
+  listBackends: {
+    methodKind: "unary";
+    input: typeof ListBackendsRequestSchema;
+    output: typeof ListBackendsResponseSchema;
+  },
+  /**
    * @generated from rpc voiceagent.v1.VoiceAgent.ListModels
    */
   listModels: {
