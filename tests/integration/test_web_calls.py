@@ -15,12 +15,19 @@ from server.backends.registry import Backends
 from server.main import VoiceAgentServer
 from server.settings import Settings
 from tests.conftest import Call
-from tests.integration.test_web_page import browser, open_page  # noqa: F401 (the fixture)
-from tests.unit.scripted import ScriptedLLM, ScriptedSTT, ScriptedTTS, silence
+from tests.integration.test_web_page import (  # noqa: F401 (fixtures)
+    LaunchBrowser,
+    launch_browser,
+    open_page,
+    silence,
+)
+from tests.unit.scripted import ScriptedLLM, ScriptedSTT, ScriptedTTS
+from tests.unit.scripted import silence as quiet
 
 
 async def test_the_calls_view_lists_opens_plays_and_deletes(
-    browser: Browser,  # noqa: F811
+    launch_browser: LaunchBrowser,  # noqa: F811
+    silence: Path,  # noqa: F811
     tmp_path: Path,
 ) -> None:
     stt, llm, tts = ScriptedSTT(), ScriptedLLM(), ScriptedTTS()
@@ -48,7 +55,7 @@ async def test_the_calls_view_lists_opens_plays_and_deletes(
                 await call.wait_for(lambda c: bool(c.of("session_started")))
                 await talk.send_text("What time is it")
                 await call.wait_for(lambda c: len(c.of("metrics")) == 1)
-                await call.send_pcm(silence(0.3))
+                await call.send_pcm(quiet(0.3))
                 await talk.hangup()
                 await asyncio.wait_for(receiver, 10)
         call_id = call.of("session_started")[0].session_id
@@ -57,21 +64,28 @@ async def test_the_calls_view_lists_opens_plays_and_deletes(
                 break
             await asyncio.sleep(0.05)
 
-        page, errors = await open_page(browser, server)
-        row = page.locator(f"#calls tr[data-call='{call_id}']")
-        await expect(row).to_contain_text("CALLER_HUNG_UP")
-        await row.get_by_role("button", name="Open").click()
-        await expect(page.locator("#call-transcript")).to_contain_text("What time is it")
-        await expect(page.locator("#call-latency tr")).to_have_count(1)
-        recording = page.locator("#call-recording")
-        await expect(recording).to_be_attached()
-        duration = await recording.evaluate(
-            "a => new Promise(ok => a.readyState >= 1 ? ok(a.duration) : a.addEventListener('loadedmetadata', () => ok(a.duration)))"
-        )
-        assert duration > 0.2
-        await row.get_by_role("button", name="Delete").click()
-        await expect(row).to_have_count(0)
-        assert not (tmp_path / "recordings" / f"{call_id}.wav").exists()
-        assert not errors, errors
+        async with launch_browser(silence) as browser:
+            await check_the_calls_view(browser, server, call_id, tmp_path)
     finally:
         await server.stop(0)
+
+
+async def check_the_calls_view(
+    browser: Browser, server: VoiceAgentServer, call_id: str, tmp_path: Path
+) -> None:
+    page, errors = await open_page(browser, server)
+    row = page.locator(f"#calls tr[data-call='{call_id}']")
+    await expect(row).to_contain_text("Caller hung up")
+    await row.get_by_role("button", name="Open").click()
+    await expect(page.locator("#call-transcript")).to_contain_text("What time is it")
+    await expect(page.locator("#call-latency tr")).to_have_count(1)
+    recording = page.locator("#call-recording")
+    await expect(recording).to_be_attached()
+    duration = await recording.evaluate(
+        "a => new Promise(ok => a.readyState >= 1 ? ok(a.duration) : a.addEventListener('loadedmetadata', () => ok(a.duration)))"
+    )
+    assert duration > 0.2
+    await row.get_by_role("button", name="Delete").click()
+    await expect(row).to_have_count(0)
+    assert not (tmp_path / "recordings" / f"{call_id}.wav").exists()
+    assert not errors, errors

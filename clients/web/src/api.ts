@@ -14,9 +14,13 @@ export function token(): string {
   return localStorage.getItem(TOKEN_KEY) ?? "";
 }
 
+/** Dispatched on `window` when the token changes: views that load on their own load again. */
+export const TOKEN_EVENT = "voice-agent-token";
+
 export function setToken(value: string): void {
   if (value) localStorage.setItem(TOKEN_KEY, value);
   else localStorage.removeItem(TOKEN_KEY);
+  window.dispatchEvent(new Event(TOKEN_EVENT));
 }
 
 const bearer: Interceptor = (next) => (request) => {

@@ -3,9 +3,9 @@
 // Its own entry point and its own section of the page (#calls-view): it builds its markup
 // itself and shares nothing with the call view but the API clients.
 
-import { ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { calls } from "./api";
+import { calls, TOKEN_EVENT } from "./api";
 import { type Call, CallOutcome } from "./gen/voiceagent/v1/calls_pb";
 
 const PAGE_SIZE = 20;
@@ -24,6 +24,15 @@ function element<K extends keyof HTMLElementTagNameMap>(
   return node;
 }
 
+// How a call ended, in words (the enum names stay in the API).
+const OUTCOMES: Record<number, string> = {
+  [CallOutcome.CALL_OUTCOME_UNSPECIFIED]: "Still running",
+  [CallOutcome.CALLER_HUNG_UP]: "Caller hung up",
+  [CallOutcome.AGENT_ENDED]: "Agent ended the call",
+  [CallOutcome.TRANSFERRED]: "Transferred",
+  [CallOutcome.ERROR]: "Ended by an error",
+};
+
 function ms(value: number | undefined): string {
   return value ? `${Math.round(value)}` : "–";
 }
@@ -34,7 +43,7 @@ function mount(section: HTMLElement): void {
   const more = element("button", "Older calls", { type: "button", id: "calls-more", class: "secondary" });
   more.hidden = true;
   const status = element("p", "", { role: "status", id: "calls-status" });
-  const table = element("table");
+  const table = element("table", "", { class: "cards" });
   table.innerHTML =
     "<thead><tr><th scope='col'>Started</th><th scope='col'>From</th><th scope='col'>To</th>" +
     "<th scope='col'>Campaign</th><th scope='col'>Seconds</th><th scope='col'>Outcome</th>" +
@@ -49,8 +58,13 @@ function mount(section: HTMLElement): void {
 
   let nextPage = "";
   const report = (what: string, err: unknown): void => {
-    const message = err instanceof ConnectError ? err.rawMessage : String(err);
-    status.textContent = `${what} failed: ${message}`;
+    if (err instanceof ConnectError && err.code === Code.Unauthenticated) {
+      status.textContent = "Enter the server's access token above to see its calls.";
+    } else if (err instanceof ConnectError && err.code === Code.Unavailable) {
+      status.textContent = `${what} failed: the server cannot be reached.`;
+    } else {
+      status.textContent = `${what} failed: ${err instanceof ConnectError ? err.rawMessage : String(err)}`;
+    }
   };
 
   async function load(append: boolean): Promise<void> {
@@ -65,16 +79,19 @@ function mount(section: HTMLElement): void {
   function row(call: Call): HTMLTableRowElement {
     const tr = element("tr", "", { "data-call": call.id });
     const started = call.startTime ? timestampDate(call.startTime).toLocaleString() : "";
-    const outcome = CallOutcome[call.outcome] ?? "";
-    const cells = [
-      started,
-      call.sipCaller || call.transport,
-      call.sipCalled,
-      call.campaignId,
-      call.durationSeconds.toFixed(1),
-      call.statusCode && call.statusCode !== "OK" ? `${outcome} (${call.statusCode})` : outcome,
+    const outcome = OUTCOMES[call.outcome] ?? "";
+    const cells: [string, string][] = [
+      ["Started", started],
+      ["From", call.sipCaller || call.transport],
+      ["To", call.sipCalled],
+      ["Campaign", call.campaignId],
+      ["Seconds", call.durationSeconds.toFixed(1)],
+      ["Outcome",
+      call.outcome === CallOutcome.ERROR && call.statusMessage
+        ? `${outcome}: ${call.statusMessage}`
+        : outcome],
     ];
-    for (const text of cells) tr.append(element("td", text));
+    for (const [label, text] of cells) tr.append(element("td", text, { "data-label": label }));
     const actions = element("td", "", { class: "row" });
     const open = element("button", "Open", { type: "button", class: "secondary" });
     open.addEventListener("click", () => show(call.id).catch((err) => report("Opening the call", err)));
@@ -100,7 +117,7 @@ function mount(section: HTMLElement): void {
     detail.append(element("h3", `Call ${id}`));
     detail.append(element("p", `${call.stt} · ${call.llm} · ${call.tts} · barge-ins: ${call.bargeIns}`));
     const transcript = element("ol", "", { class: "transcript", id: "call-transcript" });
-    const latency = element("table");
+    const latency = element("table", "", { class: "cards" });
     latency.innerHTML =
       "<caption>Milliseconds from the end of the caller's speech</caption><thead><tr>" +
       "<th scope='col'>Turn</th><th scope='col'>Final transcript</th><th scope='col'>First token</th>" +
@@ -119,8 +136,14 @@ function mount(section: HTMLElement): void {
       const m = turn.metrics;
       if (m?.voiceToVoiceMs) {
         const tr = element("tr");
-        for (const text of [`${turn.turnId}`, ms(m.sttFinalMs), ms(m.llmFirstTokenMs), ms(m.ttsFirstAudioMs), ms(m.voiceToVoiceMs)])
-          tr.append(element("td", text));
+        const values: [string, string][] = [
+          ["Turn", `${turn.turnId}`],
+          ["Final transcript", ms(m.sttFinalMs)],
+          ["First token", ms(m.llmFirstTokenMs)],
+          ["First audio", ms(m.ttsFirstAudioMs)],
+          ["Voice to voice", ms(m.voiceToVoiceMs)],
+        ];
+        for (const [label, text] of values) tr.append(element("td", text, { "data-label": label }));
         latencyRows.append(tr);
       }
     }
@@ -137,4 +160,5 @@ function mount(section: HTMLElement): void {
   refresh.addEventListener("click", () => load(false).catch((err) => report("Loading the calls", err)));
   more.addEventListener("click", () => load(true).catch((err) => report("Loading the calls", err)));
   load(false).catch((err) => report("Loading the calls", err));
+  window.addEventListener(TOKEN_EVENT, () => load(false).catch((err) => report("Loading the calls", err)));
 }
