@@ -1,0 +1,74 @@
+"""Whisper's loop guard: interim hypotheses that loop are dropped, speech is kept.
+
+The looping texts are real outputs of Whisper base on interim decodes (audio cut mid-word):
+from issue 19 (8 kHz LINEAR16) and from bench/recognition.py.
+"""
+
+import pytest
+
+from server.backends.stt.whisper import (
+    COMPRESSION_RATIO_LIMIT,
+    compression_ratio,
+    looping_reason,
+    token_budget,
+)
+
+RECORDED_LOOPS = [
+    "Clean council, my appointment on clean council. My appointment on Clean Council, my "
+    "appointments on clean Council,",
+    "Please cancel my appointment on Friday morning. Clean council my appointment, on Friday "
+    "Morning. Clean Council, my appointments on Friday, Morning.",
+    "Please cancel my appointment. Please cancel, Maya Point. Please cancel my appointing.",
+    "Please cancel my appointment. Please cancel, my appointment",
+    "Please cancel my appointment on Friday morning. My number is 555-0123. I pay $1,250. "
+    "I pay $1,250.",
+]
+
+SPEECH = [
+    "Please cancel my appointment on Friday morning.",
+    "What are your opening hours on Saturday?",
+    "Call me back at 555-218-4491.",
+    "My account number is 471928.",
+    "The total came to $340.",
+    "Send it to 115 Oak Avenue, Apartment 3.",
+    "Yes.",
+    "No, no, no.",
+    "Yes, yes.",
+    "Please.",
+    "Please cancel my",
+    "I said Tuesday, not Thursday, Tuesday.",
+]
+
+
+@pytest.mark.parametrize("text", RECORDED_LOOPS)
+def test_recorded_looping_interims_are_rejected(text: str) -> None:
+    assert looping_reason(text, hit_budget=False) is not None
+
+
+@pytest.mark.parametrize("text", SPEECH)
+def test_speech_within_its_bound_is_kept(text: str) -> None:
+    assert looping_reason(text, hit_budget=False) is None
+
+
+def test_a_decode_that_ran_to_its_output_bound_is_rejected() -> None:
+    # "Please, can't you admire? Please, cancel mine. Please, candle mine." from 1.15 s of
+    # audio: no phrase repeats, but it needs more tokens than the audio can hold.
+    reason = looping_reason("Please, can't you admire? Please, cancel", hit_budget=True)
+    assert reason is not None and "bound" in reason
+
+
+def test_a_long_loop_compresses_past_faster_whispers_limit() -> None:
+    loop = "thank you for calling " * 12
+    assert compression_ratio(loop) > COMPRESSION_RATIO_LIMIT
+    assert looping_reason(loop, hit_budget=False) is not None
+    assert compression_ratio(SPEECH[0]) < COMPRESSION_RATIO_LIMIT
+    assert compression_ratio("") == 0.0
+
+
+def test_the_output_bound_grows_with_the_audio_and_leaves_room_for_fast_speech() -> None:
+    assert token_budget(0.5) < token_budget(1.0) < token_budget(3.0)
+    # "Please cancel my appointment on Friday morning." is 8 tokens in about 2 s of audio;
+    # a phone number read out fast about 12 tokens in 2.5 s.
+    assert token_budget(2.0) >= 16
+    assert token_budget(2.5) >= 2 * 12
+    assert token_budget(30.0) == token_budget(60.0) <= 448 // 2  # within Whisper's context
