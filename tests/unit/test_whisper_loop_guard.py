@@ -20,6 +20,7 @@ RECORDED_LOOPS = [
     "Morning. Clean Council, my appointments on Friday, Morning.",
     "Please cancel my appointment. Please cancel, Maya Point. Please cancel my appointing.",
     "Please cancel my appointment. Please cancel, my appointment",
+    "Send it to 150 no-cavenine. Send it",
     "Please cancel my appointment on Friday morning. My number is 555-0123. I pay $1,250. "
     "I pay $1,250.",
 ]
@@ -37,6 +38,8 @@ SPEECH = [
     "Please.",
     "Please cancel my",
     "I said Tuesday, not Thursday, Tuesday.",
+    "No. No, thank you.",
+    "Yes. Yes, please.",
 ]
 
 

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -70,12 +71,23 @@ def compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
+def restarts(text: str) -> bool:
+    """A later sentence starts with the first two words: Whisper began the turn again ("Send it
+    to 150 no-cavenine. Send it"). Rarely speech ("Thank you. Thank you so much."): only
+    interims are dropped for it, and the final decode still carries such a turn."""
+    sentences = [re.findall(r"[a-z0-9']+", s) for s in re.split(r"[.?!]", text.lower())]
+    opening = sentences[0][:2]
+    return len(opening) == 2 and any(s[:2] == opening for s in sentences[1:])
+
+
 def looping_reason(text: str, hit_budget: bool) -> str | None:
     """Why a hypothesis looks like a decoding loop rather than speech (None: it does not)."""
     if hit_budget:
         return "ran to the output bound for its audio"
     if looks_repetitive(text):
         return "repeats a phrase"
+    if restarts(text):
+        return "starts again"
     if compression_ratio(text) > COMPRESSION_RATIO_LIMIT:
         return f"compression ratio {compression_ratio(text):.1f} > {COMPRESSION_RATIO_LIMIT}"
     return None
