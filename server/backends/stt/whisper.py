@@ -57,6 +57,11 @@ def token_budget(seconds: float) -> int:
     return min(MAX_TOKENS, TOKEN_SLACK + math.ceil(TOKENS_PER_SECOND * seconds))
 
 
+def _whisper_language(language: str) -> str:
+    """Whisper's code for a BCP-47 tag: its primary subtag ("en-US" -> "en"); "" -> "en"."""
+    return language.split("-")[0].lower() or "en"
+
+
 def _max_length(budget: int, prompt_tokens: int) -> int:
     """CTranslate2's `max_length` for at most `budget` new tokens.
 
@@ -145,6 +150,16 @@ class WhisperSTT(STT):
         if self._turn_model is not None:
             await asyncio.to_thread(self._turn_model.close)
 
+    def language_problem(self, language: str) -> str | None:
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+        if _whisper_language(language) in _LANGUAGE_CODES:
+            return None
+        return (
+            f"language {language!r} is not one Whisper transcribes; use one of "
+            f"{', '.join(sorted(_LANGUAGE_CODES))} (a BCP-47 tag such as 'en-US' works too)"
+        )
+
     def open_stream(self, options: TurnOptions) -> STTStream:
         if self._vad is None:
             raise RuntimeError("WhisperSTT.open_stream before load()")
@@ -191,7 +206,7 @@ class WhisperSTT(STT):
         if len(pcm) < 1600:  # under 0.1 s: nothing to say
             return Hypothesis("")
         budget = token_budget(len(pcm) / 16000)
-        tokenizer, prompt = self._prompt(language.split("-")[0] or "en", vocabulary)
+        tokenizer, prompt = self._prompt(_whisper_language(language), vocabulary)
         audio = np.concatenate(
             [pcm.astype(np.float32) / 32768.0, np.zeros(int(16000 * _TAIL_SECONDS), np.float32)]
         )

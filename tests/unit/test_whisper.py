@@ -1,17 +1,23 @@
-"""Whisper's loop guard: interim hypotheses that loop are dropped, speech is kept.
+"""The local Whisper STT without its model: the loop guard and the languages it takes.
 
-The looping texts are real outputs of Whisper base on interim decodes (audio cut mid-word):
+Loop guard: interim hypotheses that loop are dropped, speech is kept. The looping texts are real outputs of Whisper base on interim decodes (audio cut mid-word):
 from issue 19 (8 kHz LINEAR16) and from bench/recognition.py.
 """
 
+import grpc
 import pytest
+from voiceagent.client import linear16
+from voiceagent.v1 import voice_agent_pb2 as pb
 
 from server.backends.stt.whisper import (
     COMPRESSION_RATIO_LIMIT,
+    WhisperSTT,
     compression_ratio,
     looping_reason,
     token_budget,
 )
+from tests.conftest import Call
+from tests.unit.conftest import StartServer
 
 RECORDED_LOOPS = [
     "Clean council, my appointment on clean council. My appointment on Clean Council, my "
@@ -75,3 +81,19 @@ def test_the_output_bound_grows_with_the_audio_and_leaves_room_for_fast_speech()
     assert token_budget(2.0) >= 16
     assert token_budget(2.5) >= 2 * 12
     assert token_budget(30.0) == token_budget(60.0) <= 448 // 2  # within Whisper's context
+
+
+@pytest.mark.parametrize("language", ["en", "en-US", "EN-gb", "fr", "de-CH", "haw", ""])
+def test_whisper_takes_its_languages_as_bcp47_tags(language: str) -> None:
+    assert WhisperSTT().language_problem(language) is None
+
+
+async def test_a_language_whisper_does_not_know_gets_invalid_argument(
+    start_server: StartServer, open_call
+) -> None:
+    s = await start_server(stt=WhisperSTT())  # never loaded: the session is refused first
+    config = pb.SessionConfig(input_format=linear16(8000), stt="whisper", language="tlh")
+    call: Call = await open_call(s.target, config)
+    await call.done.wait()
+    assert call.status == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'tlh' is not one Whisper transcribes" in call.details and "en, es" in call.details
