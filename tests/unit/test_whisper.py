@@ -27,6 +27,16 @@ RECORDED_LOOPS = [
     "Please cancel my appointment. Please cancel, Maya Point. Please cancel my appointing.",
     "Please cancel my appointment. Please cancel, my appointment",
     "Send it to 150 no-cavenine. Send it",
+    # let by an earlier guard, from bench/recognition.py
+    "The total came to the total",
+    "Send it 150 Noke Send it 115 Noke",
+    "The office is the office.",
+    "Please can please can",
+    "My internet is my Internet.",
+    "The flight leaves the flight leases.",
+    "Send it to 150 no-cavenue apartment three Send it 1,150 no-cavanu apartment 3",
+    "D of D of",
+    "miser miser miser",
     "Please cancel my appointment on Friday morning. My number is 555-0123. I pay $1,250. "
     "I pay $1,250.",
 ]
@@ -40,6 +50,8 @@ SPEECH = [
     "Send it to 115 Oak Avenue, Apartment 3.",
     "Yes.",
     "No, no, no.",
+    "Bye bye.",
+    "My name is Anna, my number is 42.",
     "Yes, yes.",
     "Please.",
     "Please cancel my",

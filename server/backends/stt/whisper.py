@@ -77,12 +77,18 @@ def compression_ratio(text: str) -> float:
 
 
 def restarts(text: str) -> bool:
-    """A later sentence starts with the first two words: Whisper began the turn again ("Send it
-    to 150 no-cavenine. Send it"). Rarely speech ("Thank you. Thank you so much."): only
-    interims are dropped for it, and the final decode still carries such a turn."""
-    sentences = [re.findall(r"[a-z0-9']+", s) for s in re.split(r"[.?!]", text.lower())]
-    opening = sentences[0][:2]
-    return len(opening) == 2 and any(s[:2] == opening for s in sentences[1:])
+    """The first two words come again later: Whisper began the turn again ("The total came to
+    the total", "Send it to 150 no-cavenine. Send it"). Rarely speech ("Thank you. Thank you so
+    much.", "It is what it is."): only interims are dropped for it, and the final decode still carries such a turn."""
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    opening = words[:2]
+    return len(opening) == 2 and any(words[i : i + 2] == opening for i in range(2, len(words)))
+
+
+def stutters(text: str) -> bool:
+    """A word of three letters or more three times in a row ("miser miser miser")."""
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    return any(len(w) >= 3 and words[i : i + 3] == [w] * 3 for i, w in enumerate(words))
 
 
 def looping_reason(text: str, hit_budget: bool) -> str | None:
@@ -93,6 +99,8 @@ def looping_reason(text: str, hit_budget: bool) -> str | None:
         return "repeats a phrase"
     if restarts(text):
         return "starts again"
+    if stutters(text):
+        return "says a word three times"
     if compression_ratio(text) > COMPRESSION_RATIO_LIMIT:
         return f"compression ratio {compression_ratio(text):.1f} > {COMPRESSION_RATIO_LIMIT}"
     return None
