@@ -279,8 +279,6 @@ class Score:
     errors: int = 0
     hits: int = 0
     words: int = 0
-    decode_s: float = 0.0
-    audio_s: float = 0.0
     ratios: list[float] = field(default_factory=list)  # decode s per audio s, per utterance
     misheard: list[tuple[str, str]] = field(default_factory=list)
     max_tokens_per_s: float = 0.0  # of a final decode that did not loop
@@ -291,8 +289,6 @@ class Score:
         self.errors += errors
         self.hits += hits
         self.words += len(ref)
-        self.decode_s += took
-        self.audio_s += seconds
         self.ratios.append(took / seconds)
         if errors:
             self.misheard.append((reference, hypothesis))
