@@ -7,8 +7,8 @@ makes an interim transcript cost 65-250 ms (DESIGN.md). Finals use beam 2, inter
 
 An interim decode covers audio cut mid-word, and Whisper then often loops ("Please cancel my
 appointment. Please cancel, Maya Point. Please cancel my appointing."). Every decode's output is
-bounded by the audio it covers, and an interim that hits the bound, repeats a phrase or
-compresses like a loop is dropped: the turn keeps showing the previous interim.
+bounded by the audio it covers, and an interim that hits the bound, repeats a phrase, starts
+again or compresses like a loop is dropped: the turn keeps showing the previous interim.
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ def compression_ratio(text: str) -> float:
 def restarts(text: str) -> bool:
     """The first two words come again later: Whisper began the turn again ("The total came to
     the total", "Send it to 150 no-cavenine. Send it"). Rarely speech ("Thank you. Thank you so
-    much.", "It is what it is."): only interims are dropped for it, and the final decode still carries such a turn."""
+    much.", "It is what it is."): only interims are dropped for it, and the final decode
+    still carries such a turn."""
     words = re.findall(r"[a-z0-9']+", text.lower())
     opening = words[:2]
     return len(opening) == 2 and any(words[i : i + 2] == opening for i in range(2, len(words)))
@@ -110,7 +111,7 @@ def looping_reason(text: str, hit_budget: bool) -> str | None:
 class Hypothesis:
     text: str
     looping: str | None = None  # why the text looks like a decoding loop, if it does
-    tokens: int = 0
+    tokens: int = 0  # how many the decode produced
 
 
 class WhisperSTT(STT):
@@ -159,7 +160,7 @@ class WhisperSTT(STT):
             await asyncio.to_thread(self._turn_model.close)
 
     def language_problem(self, language: str) -> str | None:
-        from faster_whisper.tokenizer import _LANGUAGE_CODES
+        from faster_whisper.tokenizer import _LANGUAGE_CODES  # faster-whisper is pinned
 
         if _whisper_language(language) in _LANGUAGE_CODES:
             return None
