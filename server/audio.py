@@ -14,6 +14,7 @@ from voiceagent.v1 import voice_agent_pb2 as pb
 
 LINEAR16_RATES = (8000, 16000, 24000, 48000)
 G711_RATE = 8000
+AUDIO_MESSAGE_MS = 100  # agent audio goes out in messages of at most this much
 ENCODING_NAMES = {pb.LINEAR16: "LINEAR16", pb.MULAW: "MULAW", pb.ALAW: "ALAW"}
 
 
@@ -163,14 +164,21 @@ class InboundAudio:
 
 
 class OutboundAudio:
-    """Model-rate int16 -> client bytes, in frames of `frame_ms` (the last one may be shorter)."""
+    """Model-rate int16 -> client bytes, cut in messages of `frame_ms` (the last may be shorter)."""
 
-    def __init__(self, fmt: Format, frame_ms: int = 20) -> None:
+    def __init__(self, fmt: Format, frame_ms: int = AUDIO_MESSAGE_MS) -> None:
         self.fmt = fmt
-        self.frame_samples = fmt.rate * frame_ms // 1000
+        self.frame_bytes = fmt.rate * frame_ms // 1000 * fmt.bytes_per_sample
 
     def encode(self, pcm: np.ndarray, source_rate: int) -> bytes:
         return encode(resample(pcm, source_rate, self.fmt.rate), self.fmt.encoding)
+
+    def frames(self, data: bytes) -> list[bytes]:
+        """Encoded audio in the pieces that go out as one Audio message each."""
+        return [
+            data[start : start + self.frame_bytes]
+            for start in range(0, len(data), self.frame_bytes)
+        ]
 
     def seconds(self, nbytes: int) -> float:
         return nbytes / self.fmt.bytes_per_sample / self.fmt.rate

@@ -15,6 +15,8 @@ from typing import Any
 
 import grpc
 
+from server.status import StatusError, abort
+
 OPEN_METHODS_PREFIX = "/grpc.health.v1.Health/"
 FIRST_MESSAGE_WAIT_SECONDS = 1.0
 
@@ -54,7 +56,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 def _denied(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
 
     async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await abort(context, StatusError(grpc.StatusCode.UNAUTHENTICATED, message))
 
     async def deny_stream(requests: Any, context: grpc.aio.ServicerContext) -> None:
         # Take the first message off the wire (grpc has it already; raw bytes, not parsed)
@@ -63,7 +65,7 @@ def _denied(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandl
         with contextlib.suppress(Exception):
             async with asyncio.timeout(FIRST_MESSAGE_WAIT_SECONDS):
                 await context.read()
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await abort(context, StatusError(grpc.StatusCode.UNAUTHENTICATED, message))
 
     codecs = {
         "request_deserializer": handler.request_deserializer,

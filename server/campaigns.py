@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import empty_pb2
@@ -28,6 +28,7 @@ from server.campaign_store import (
 )
 from server.limits import MAX_GREETING, MAX_LANGUAGE, MAX_NAME, MAX_SYSTEM_PROMPT
 from server.options import OptionError, llm_backend_for, tts_backend_for
+from server.status import StatusError, abort, status_for
 
 T = TypeVar("T")
 DEFAULT_PAGE_SIZE = 50
@@ -79,27 +80,33 @@ class CampaignsService(cpb_grpc.CampaignsServicer):
         self, request: cpb.GetCampaignRequest, context: grpc.aio.ServicerContext
     ) -> cpb.Campaign:
         if not request.id:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "id is required")
+            await abort(context, StatusError(grpc.StatusCode.INVALID_ARGUMENT, "id is required"))
         try:
             return to_proto(await _stored(context, self._store.get, request.id))
         except CampaignNotFound:
-            await _abort(context, grpc.StatusCode.NOT_FOUND, f"campaign {request.id!r} not found")
+            await abort(
+                context,
+                StatusError(grpc.StatusCode.NOT_FOUND, f"campaign {request.id!r} not found"),
+            )
 
     async def ListCampaigns(
         self, request: cpb.ListCampaignsRequest, context: grpc.aio.ServicerContext
     ) -> cpb.ListCampaignsResponse:
         if request.page_size < 0:
-            await _abort(
-                context, grpc.StatusCode.INVALID_ARGUMENT, "page_size must not be negative"
+            await abort(
+                context,
+                StatusError(grpc.StatusCode.INVALID_ARGUMENT, "page_size must not be negative"),
             )
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         try:
             records, token = await _stored(context, self._store.list, size, request.page_token)
         except InvalidPageToken:
-            await _abort(
+            await abort(
                 context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "page_token is not one this server returned",
+                StatusError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "page_token is not one this server returned",
+                ),
             )
         return cpb.ListCampaignsResponse(
             campaigns=[to_proto(r) for r in records], next_page_token=token
@@ -110,14 +117,18 @@ class CampaignsService(cpb_grpc.CampaignsServicer):
     ) -> cpb.Campaign:
         campaign = request.campaign
         if not campaign.id:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "campaign.id is required")
+            await abort(
+                context, StatusError(grpc.StatusCode.INVALID_ARGUMENT, "campaign.id is required")
+            )
         paths = list(request.update_mask.paths)
         for i, path in enumerate(paths):
             if path not in CAMPAIGN_FIELDS:
-                await _abort(
+                await abort(
                     context,
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"update_mask.paths[{i}] {path!r} is not an updatable field; fields: {', '.join(CAMPAIGN_FIELDS)}",
+                    StatusError(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"update_mask.paths[{i}] {path!r} is not an updatable field; fields: {', '.join(CAMPAIGN_FIELDS)}",
+                    ),
                 )
         if not paths:  # no mask: every field that is set
             paths = [f for f in CAMPAIGN_FIELDS if getattr(campaign, f)]
@@ -128,21 +139,28 @@ class CampaignsService(cpb_grpc.CampaignsServicer):
             expected = _version(campaign.etag)
             if expected is None:
                 shown = campaign.etag if len(campaign.etag) <= 40 else campaign.etag[:40] + "..."
-                await _abort(
+                await abort(
                     context,
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"campaign.etag {shown!r} is not an etag this server returned (etags are "
-                    f"decimal numbers up to {MAX_VERSION}): get the campaign again",
+                    StatusError(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"campaign.etag {shown!r} is not an etag this server returned (etags are "
+                        f"decimal numbers up to {MAX_VERSION}): get the campaign again",
+                    ),
                 )
         try:
             record = await _stored(context, self._store.update, campaign.id, fields, expected)
         except CampaignNotFound:
-            await _abort(context, grpc.StatusCode.NOT_FOUND, f"campaign {campaign.id!r} not found")
-        except CampaignConflict:
-            await _abort(
+            await abort(
                 context,
-                grpc.StatusCode.ABORTED,
-                f"campaign {campaign.id!r} changed since etag {campaign.etag}; get it again and retry",
+                StatusError(grpc.StatusCode.NOT_FOUND, f"campaign {campaign.id!r} not found"),
+            )
+        except CampaignConflict:
+            await abort(
+                context,
+                StatusError(
+                    grpc.StatusCode.ABORTED,
+                    f"campaign {campaign.id!r} changed since etag {campaign.etag}; get it again and retry",
+                ),
             )
         return to_proto(record)
 
@@ -150,30 +168,39 @@ class CampaignsService(cpb_grpc.CampaignsServicer):
         self, request: cpb.DeleteCampaignRequest, context: grpc.aio.ServicerContext
     ) -> empty_pb2.Empty:
         if not request.id:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "id is required")
+            await abort(context, StatusError(grpc.StatusCode.INVALID_ARGUMENT, "id is required"))
         try:
             await _stored(context, self._store.delete, request.id)
         except CampaignNotFound:
-            await _abort(context, grpc.StatusCode.NOT_FOUND, f"campaign {request.id!r} not found")
+            await abort(
+                context,
+                StatusError(grpc.StatusCode.NOT_FOUND, f"campaign {request.id!r} not found"),
+            )
         return empty_pb2.Empty()
 
     async def _validate(
         self, fields: dict[str, str], context: grpc.aio.ServicerContext, creating: bool
     ) -> None:
         if (creating or "name" in fields) and not fields.get("name", "").strip():
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "campaign.name is required")
+            await abort(
+                context, StatusError(grpc.StatusCode.INVALID_ARGUMENT, "campaign.name is required")
+            )
         for field, value in fields.items():
             if len(value) > _LIMITS[field]:
-                await _abort(
+                await abort(
                     context,
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"campaign.{field} has {len(value)} characters; the limit is {_LIMITS[field]}",
+                    StatusError(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"campaign.{field} has {len(value)} characters; the limit is {_LIMITS[field]}",
+                    ),
                 )
         if fields.get("language") and not _LANGUAGE.match(fields["language"]):
-            await _abort(
+            await abort(
                 context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"campaign.language {fields['language']!r} is not a BCP-47 tag such as 'en' or 'en-US'",
+                StatusError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"campaign.language {fields['language']!r} is not a BCP-47 tag such as 'en' or 'en-US'",
+                ),
             )
         try:
             if fields.get("llm_model"):
@@ -181,7 +208,7 @@ class CampaignsService(cpb_grpc.CampaignsServicer):
             if fields.get("tts_voice"):
                 tts_backend_for(self._backends, fields["tts_voice"], "campaign.tts_voice")
         except OptionError as err:
-            await _abort(context, grpc.StatusCode.NOT_FOUND, str(err))
+            await abort(context, status_for(err))
 
 
 def _version(etag: str) -> int | None:
@@ -193,13 +220,6 @@ def _version(etag: str) -> int | None:
     return version if version <= MAX_VERSION else None
 
 
-async def _abort(
-    context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str
-) -> NoReturn:
-    await context.abort(code, message)
-    raise AssertionError("unreachable: abort raises")
-
-
 async def _stored(context: grpc.aio.ServicerContext, method: Callable[..., T], *args: Any) -> T:
     """A store call in a worker thread; a database that cannot be reached is UNAVAILABLE."""
     try:
@@ -207,8 +227,10 @@ async def _stored(context: grpc.aio.ServicerContext, method: Callable[..., T], *
     except (CampaignNotFound, CampaignConflict, InvalidPageToken, ValueError):
         raise
     except Exception as err:
-        await _abort(
+        await abort(
             context,
-            grpc.StatusCode.UNAVAILABLE,
-            f"campaign store unavailable: {type(err).__name__}: {err}",
+            StatusError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"campaign store unavailable: {type(err).__name__}: {err}",
+            ),
         )

@@ -14,6 +14,7 @@ import time
 from collections import deque
 
 from server.metrics import EVENT_LOOP_LAG
+from server.tasks import cancel_and_wait
 
 TICK_SECONDS = 0.05
 # The median of the last 20 ticks (about a second): a single late tick (a GC pause, a loop that
@@ -34,8 +35,7 @@ class LoopLagMonitor:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
             self._task = None
 
     def overloaded(self) -> bool:

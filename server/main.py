@@ -26,8 +26,9 @@ from server.campaigns import CampaignsService
 from server.limits import MAX_MESSAGE_BYTES
 from server.options import Defaults, ServerDefaults
 from server.service import VoiceAgentService
-from server.session import SessionFailure
 from server.settings import Settings
+from server.status import StatusError
+from server.tasks import cancel_and_wait
 from server.web import WEB_DIR, WebGateway
 
 log = logging.getLogger("voice_agent")
@@ -160,7 +161,7 @@ class VoiceAgentServer:
             await asyncio.wait_for(self.service.no_sessions.wait(), seconds)
         for session in list(self.service.sessions):
             session.fail(
-                SessionFailure(
+                StatusError(
                     grpc.StatusCode.UNAVAILABLE,
                     f"server shut down before the turn ended (DRAIN_SECONDS={seconds:g}); reconnect",
                 )
@@ -174,14 +175,12 @@ class VoiceAgentServer:
         self._stopped = True
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if self._loader is not None and not self._loader.done():
-            self._loader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._loader
+            await cancel_and_wait(self._loader)
         await (
             self.defaults.close()
         )  # ends WatchConfig streams, which would otherwise hold the drain
         await asyncio.gather(self.web.stop(grace or 0), self.server.stop(grace))
-        await self.service.loop_lag.stop()
+        await self.service.aclose()
         await self.backends.aclose()
         self.campaigns.close()
 

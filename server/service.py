@@ -30,8 +30,10 @@ from server.options import (
     tts_backend_for,
 )
 from server.sentences import SentenceSplitter, speakable
-from server.session import Session, SessionFailure, SessionSetup, stalled_client
+from server.session import Session, SessionSetup
 from server.settings import Settings
+from server.status import StatusError, abort, stalled_client, status_for
+from server.tasks import TaskSet
 
 session_log = logging.getLogger("voice_agent.sessions")
 EAGER_RANGE_MS = (64, 2000)
@@ -45,14 +47,6 @@ STREAM_PREVIEW_TEXT_LIMIT = 10000
 # How long the status of a session ended for not reading may wait behind unread responses.
 STATUS_GRACE_SECONDS = 2.0
 DEFAULT_PREVIEW_TEXT = "Hello! This is how I sound. How can I help you today?"
-
-
-def _option_code(err: OptionError) -> grpc.StatusCode:
-    return {
-        "not_found": grpc.StatusCode.NOT_FOUND,
-        "unavailable": grpc.StatusCode.FAILED_PRECONDITION,
-        "invalid": grpc.StatusCode.INVALID_ARGUMENT,
-    }[err.kind]
 
 
 class VoiceAgentService(pb_grpc.VoiceAgentServicer):
@@ -69,13 +63,19 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
         self._ready = ready
         self._defaults = defaults
         self._campaigns = campaigns
-        self._preloads: set[asyncio.Future[object]] = set()
+        # UpdateConfig's loads of a new default model or voice, in the background
+        self._preloads = TaskSet(_preload_failed, name_prefix="preload:")
         self.draining = False
         self.no_sessions = asyncio.Event()  # set while no session runs: what a drain waits for
         self.no_sessions.set()
         self._active = 0
         self.sessions: set[Session] = set()
         self.loop_lag = LoopLagMonitor(settings.max_loop_lag_ms)
+
+    async def aclose(self) -> None:
+        """Server stop: end the background work this servicer started."""
+        await self._preloads.cancel_all()
+        await self.loop_lag.stop()
 
     async def Converse(
         self,
@@ -117,26 +117,38 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
     ) -> AsyncGenerator[pb.ConverseResponse, None]:
         """One Converse stream's responses, whichever transport carries them (gRPC, WebSocket)."""
         if self.draining:
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE,
-                "this instance is shutting down; reconnect (a load balancer sends you to another)",
+            await abort(
+                context,
+                StatusError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "this instance is shutting down; reconnect (a load balancer sends you to another)",
+                ),
             )
         if not self._ready.is_set():
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE,
-                "models are still loading; retry when the health service reports SERVING",
+            await abort(
+                context,
+                StatusError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "models are still loading; retry when the health service reports SERVING",
+                ),
             )
         if self._active >= self._settings.max_sessions:
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"this instance already runs {self._active} sessions (MAX_SESSIONS="
-                f"{self._settings.max_sessions}); retry on another instance or later",
+            await abort(
+                context,
+                StatusError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"this instance already runs {self._active} sessions (MAX_SESSIONS="
+                    f"{self._settings.max_sessions}); retry on another instance or later",
+                ),
             )
         if self.loop_lag.overloaded():
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"this instance is overloaded: its event loop runs {self.loop_lag.lag_ms:.0f} ms "
-                f"late (MAX_LOOP_LAG_MS={self.loop_lag.limit_ms:g}); retry on another instance",
+            await abort(
+                context,
+                StatusError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"this instance is overloaded: its event loop runs {self.loop_lag.lag_ms:.0f} ms "
+                    f"late (MAX_LOOP_LAG_MS={self.loop_lag.limit_ms:g}); retry on another instance",
+                ),
             )
         self._active += 1
         SESSIONS_ACTIVE.inc()
@@ -144,35 +156,42 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
             try:
                 first = await request_iterator.__anext__()
             except StopAsyncIteration:
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, "the stream ended before its SessionConfig"
+                await abort(
+                    context,
+                    StatusError(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        "the stream ended before its SessionConfig",
+                    ),
                 )
             kind = first.WhichOneof("request")
             if kind != "config":
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"the first ConverseRequest must be `config` (a SessionConfig), got `{kind}`",
+                await abort(
+                    context,
+                    StatusError(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"the first ConverseRequest must be `config` (a SessionConfig), got `{kind}`",
+                    ),
                 )
             try:
                 setup = await self._resolve(first.config)
-            except _Invalid as err:
-                await context.abort(err.code, err.message)
+            except StatusError as err:
+                await abort(context, err)
             SESSIONS_TOTAL.inc()
             session = Session(setup)
             self.sessions.add(session)
             self.no_sessions.clear()
             started, status = time.monotonic(), "OK"
-            ending: tuple[grpc.StatusCode, str] | None = None
+            ending: StatusError | None = None
             _log_session("session_start", setup, peer=context.peer())
             stream = session.run(request_iterator)
             try:
                 async for message in stream:
                     yield message
-            except SessionFailure as failure:
+            except StatusError as failure:
                 # Abort outside this block: an abort raised here would chain the failure, whose
                 # traceback holds this frame and so the whole Session, into the RPC state grpc
                 # keeps after the call (found by the fuzz tests).
-                ending = (failure.code, failure.message)
+                ending = StatusError(failure.code, failure.message)  # without its traceback
                 status = failure.code.name
             except (asyncio.CancelledError, GeneratorExit):  # the consumer stopped reading us
                 status = "CANCELLED"
@@ -191,18 +210,18 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
                 )
             if ending is not None:
                 del session
-                await context.abort(*ending)
+                await abort(context, ending)
         finally:
             self._active -= 1
             SESSIONS_ACTIVE.dec()
 
     async def _resolve(self, config: pb.SessionConfig) -> SessionSetup:
-        """Defaults, campaign, backends and formats for a new session; _Invalid says what is wrong.
+        """Defaults, campaign, backends and formats for a new session; StatusError says what is wrong.
 
         Precedence, field by field: the SessionConfig, then its campaign, then the server defaults.
         """
         if (why := overlong(config, SESSION_CONFIG_LIMITS, "config")) is not None:
-            raise _Invalid(grpc.StatusCode.INVALID_ARGUMENT, why)
+            raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, why)
         try:
             input_format = validate_format(config.input_format, "config.input_format")
             output_format = (
@@ -211,7 +230,7 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
                 else input_format
             )
         except AudioFormatError as err:
-            raise _Invalid(grpc.StatusCode.INVALID_ARGUMENT, str(err)) from err
+            raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, str(err)) from err
         defaults = self._defaults.value
         campaign = await self._campaign(config.campaign_id) if config.campaign_id else None
 
@@ -231,27 +250,24 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
             stt = await self._backends.get_stt(config.stt or defaults.stt)
             llm = await self._backends.get_llm(llm_name)
             tts = await self._backends.get_tts(tts_name)
-        except OptionError as err:
-            raise _Invalid(_option_code(err), str(err)) from err
-        except BackendError as err:
-            code = (
-                grpc.StatusCode.NOT_FOUND if err.not_found else grpc.StatusCode.FAILED_PRECONDITION
-            )
-            raise _Invalid(code, str(err)) from err
+        except (OptionError, BackendError) as err:
+            raise status_for(err) from err
         except Exception as err:  # a backend that failed to load
-            raise _Invalid(grpc.StatusCode.UNAVAILABLE, f"backend failed to load: {err}") from err
+            raise StatusError(
+                grpc.StatusCode.UNAVAILABLE, f"backend failed to load: {err}"
+            ) from err
 
         models = llm.models()
         llm_model = llm_model or (defaults.llm_model if defaults.llm_model in models else models[0])
         if llm_model not in models:
-            raise _Invalid(
+            raise StatusError(
                 grpc.StatusCode.NOT_FOUND,
                 f"llm_model {llm_model!r} is not served by {llm.name}; available: {', '.join(models)}",
             )
         voices = [v.id for v in tts.voices()]
         voice = voice or (defaults.tts_voice if defaults.tts_voice in voices else voices[0])
         if voice not in voices:
-            raise _Invalid(
+            raise StatusError(
                 grpc.StatusCode.NOT_FOUND,
                 f"tts_voice {voice!r} is not offered by {tts.name}; available: {', '.join(voices)}",
             )
@@ -302,11 +318,11 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
         try:
             return await asyncio.to_thread(self._campaigns.get, campaign_id)
         except CampaignNotFound as err:
-            raise _Invalid(
+            raise StatusError(
                 grpc.StatusCode.NOT_FOUND, f"campaign {campaign_id!r} not found"
             ) from err
         except Exception as err:  # the database is down or unreachable
-            raise _Invalid(
+            raise StatusError(
                 grpc.StatusCode.UNAVAILABLE,
                 f"campaign store unavailable: {type(err).__name__}: {err}",
             ) from err
@@ -324,8 +340,7 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
         try:
             return pb.ListVoicesResponse(voices=list_voices(self._backends, request.backend))
         except OptionError as err:
-            await context.abort(_option_code(err), str(err))
-            raise
+            await abort(context, status_for(err))
 
     async def GetConfig(
         self, request: pb.GetConfigRequest, context: grpc.aio.ServicerContext
@@ -340,8 +355,7 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
                 request.config, list(request.update_mask.paths), self._backends
             )
         except OptionError as err:
-            await context.abort(_option_code(err), str(err))
-            raise
+            await abort(context, status_for(err))
         # A new default model or voice loads now, in the background, not in a caller's first turn.
         for kind, name in (
             ("llm", llm_backend_for(self._backends, value.llm_model)),
@@ -349,7 +363,7 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
             ("stt", value.stt),
         ):
             if not self._backends.loaded(kind, name):  # type: ignore[arg-type]
-                self._preloads.add(asyncio.ensure_future(self._backends.get(kind, name)))  # type: ignore[arg-type]
+                self._preloads.spawn(self._backends.get(kind, name), f"{kind}:{name}")  # type: ignore[arg-type]
         return value.to_proto()
 
     async def WatchConfig(
@@ -376,13 +390,16 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
         self, request: pb.PreviewVoiceRequest, context: grpc.aio.ServicerContext, limit: int
     ) -> Format:
         if len(request.text) > limit:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"text has {len(request.text)} characters; the limit is {limit}"
-                + (
-                    " (use StreamPreviewVoice for longer text)"
-                    if limit == PREVIEW_TEXT_LIMIT
-                    else ""
+            await abort(
+                context,
+                StatusError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"text has {len(request.text)} characters; the limit is {limit}"
+                    + (
+                        " (use StreamPreviewVoice for longer text)"
+                        if limit == PREVIEW_TEXT_LIMIT
+                        else ""
+                    ),
                 ),
             )
         if not request.HasField("output_format"):
@@ -390,7 +407,7 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
         try:
             return validate_format(request.output_format, "output_format")
         except AudioFormatError as err:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            await abort(context, StatusError(grpc.StatusCode.INVALID_ARGUMENT, str(err)))
             raise
 
     async def _preview(
@@ -399,11 +416,8 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
         voice = request.voice or self._defaults.value.tts_voice
         try:
             tts = await self._backends.get_tts(tts_backend_for(self._backends, voice, "voice"))
-        except OptionError as err:
-            await context.abort(_option_code(err), str(err))
-            raise
-        except BackendError as err:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+        except (OptionError, BackendError) as err:
+            await abort(context, status_for(err))
             raise
         outbound = OutboundAudio(fmt)
         # Piece by piece, as an agent turn is spoken: the first audio comes early in a stream.
@@ -414,9 +428,15 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
                 async for audio in tts.synthesize(piece, voice, fmt.rate):
                     yield outbound.encode(audio.pcm, audio.sample_rate)
         except Exception as err:
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE, f"{tts.name} could not synthesize: {err}"
+            await abort(
+                context,
+                StatusError(grpc.StatusCode.UNAVAILABLE, f"{tts.name} could not synthesize: {err}"),
             )
+
+
+def _preload_failed(task: asyncio.Task[object], exc: BaseException) -> None:
+    """A session that picks this backend gets the load error itself; here it is only logged."""
+    session_log.warning("%s failed: %s", task.get_name(), exc)
 
 
 def _log_session(event: str, setup: SessionSetup, **fields: object) -> None:
@@ -431,13 +451,6 @@ def _log_session(event: str, setup: SessionSetup, **fields: object) -> None:
         **fields,
     }
     session_log.info(json.dumps(record))
-
-
-class _Invalid(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def _turn_options(detection: pb.TurnDetection, language: str) -> TurnOptions:
@@ -456,18 +469,18 @@ def _turn_options(detection: pb.TurnDetection, language: str) -> TurnOptions:
         ("max_silence_ms", max_silence, MAX_SILENCE_RANGE_MS),
     ):
         if not low <= value <= high:
-            raise _Invalid(
+            raise StatusError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"config.turn_detection.{name} is {value}; it must be between {low} and {high}"
                 + (" in semantic mode" if semantic and name == "end_of_turn_silence_ms" else ""),
             )
     if not semantic and eager >= end:
-        raise _Invalid(
+        raise StatusError(
             grpc.StatusCode.INVALID_ARGUMENT,
             "config.turn_detection.eager_end_of_turn_silence_ms must be below end_of_turn_silence_ms",
         )
     if semantic and end >= max_silence:
-        raise _Invalid(
+        raise StatusError(
             grpc.StatusCode.INVALID_ARGUMENT,
             "config.turn_detection.end_of_turn_silence_ms must be below max_silence_ms in "
             "semantic mode",
@@ -477,7 +490,7 @@ def _turn_options(detection: pb.TurnDetection, language: str) -> TurnOptions:
         threshold = round(float(detection.completion_threshold), 3)  # float32 on the wire
         low_t, high_t = COMPLETION_THRESHOLD_RANGE
         if not low_t <= threshold <= high_t:
-            raise _Invalid(
+            raise StatusError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"config.turn_detection.completion_threshold is {threshold:g}; it must be between "
                 f"{low_t} and {high_t}",
@@ -488,7 +501,7 @@ def _turn_options(detection: pb.TurnDetection, language: str) -> TurnOptions:
             # a float32 on the wire: 0.7 arrives as 0.699999988
             threshold = round(float(getattr(detection, name)), 3)
             if not lowest <= threshold <= highest:
-                raise _Invalid(
+                raise StatusError(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"config.turn_detection.{name} is {threshold:g}; it must be between {lowest} and {highest}",
                 )

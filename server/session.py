@@ -1,28 +1,30 @@
-"""One conversation: the turn loop, speculative answers, barge-in, history and metrics.
+"""One conversation: the turn loop, speculative answers, barge-in and history.
 
-Every task a session starts is owned by it (`_spawn`) and cancelled by `close()`, which runs
+Each answer is an `AgentResponse` (server/agent_response.py) that sends through `send`.
+
+Every task a session starts is owned by its TaskSet and cancelled by `close()`, which runs
 whichever way the stream ends: hangup, half-close, client gone, or failure.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from voiceagent.v1 import voice_agent_pb2 as pb
 
+from server.agent_response import AgentResponse, agent_text, elapsed_ms
 from server.audio import Format, InboundAudio, OutboundAudio
 from server.backends.base import BackendUnavailable
 from server.backends.llm.base import LLM, ChatMessage
 from server.backends.registry import BackendError, Backends
 from server.backends.stt.base import STT, STTStream, TurnEventKind, TurnOptions, TurnUpdate
-from server.backends.tts.base import TTS, Encoding, TTSTurn
+from server.backends.tts.base import TTS
 from server.limits import (
     CONFIG_UPDATE_LIMITS,
     MAX_AUDIO_LEAD_SECONDS,
@@ -34,40 +36,17 @@ from server.limits import (
 )
 from server.metrics import BACKCHANNELS, observe_turn
 from server.options import OptionError, llm_backend_for, tts_backend_for
-from server.sentences import SentenceSplitter, speakable
+from server.status import StatusError, status_for
+from server.tasks import TaskSet, cancel_and_wait
 from server.turn_words import interrupts, is_short_acknowledgement
 
 log = logging.getLogger(__name__)
 
-AUDIO_CHUNK_MS = 100  # agent audio goes out in messages of at most this much
-# The agent's text goes out once per sentence piece (as it goes to TTS), or after this long:
-# a message per LLM token would put several messages ahead of the first audio of a turn.
-TEXT_BATCH_SECONDS = 0.15
 HISTORY_MESSAGES = 16  # plus the system prompt; older turns fall out of the LLM's context
 MAX_AUDIO_SECONDS = 2  # per audio message; clients send 20-100 ms frames
 # Speech over the agent longer than this is an interruption whatever its words ("yeah, yeah,
 # okay, sure" is about a second).
 MAX_BACKCHANNEL_SECONDS = 1.5
-ENCODINGS: dict[int, Encoding] = {pb.LINEAR16: "linear16", pb.MULAW: "mulaw", pb.ALAW: "alaw"}
-
-
-class SessionFailure(Exception):
-    """Ends the stream with a gRPC status after an in-stream Error message."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def stalled_client(limit: float) -> SessionFailure:
-    """How a session ends whose client has read nothing for `limit` seconds (its transport's
-    send timed out, SEND_TIMEOUT_SECONDS)."""
-    return SessionFailure(
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        f"the client read no response for {limit:g} s (SEND_TIMEOUT_SECONDS): closing the "
-        "session; read the stream as it comes",
-    )
 
 
 @dataclass
@@ -90,247 +69,6 @@ class SessionSetup:
     idle_timeout: float = 0.0  # seconds without input before the session is closed; 0: never
 
 
-async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
-    """Cancel `task` and wait until it has stopped.
-
-    Not `with suppress(CancelledError): await task`: that would also swallow a cancellation of
-    the *caller* (a hangup closing the session meanwhile), leaving it running forever.
-    """
-    task.cancel()
-    await asyncio.wait([task])
-
-
-def _ms(start: float | None, end: float | None) -> float:
-    if start is None or end is None:
-        return 0.0
-    return round(max(0.0, end - start) * 1000.0, 1)
-
-
-@dataclass
-class _Piece:
-    text: str
-    seconds: float = 0.0
-    play_start: float | None = (
-        None  # estimated, from send times and the client's real-time playback
-    )
-
-
-@dataclass
-class AgentResponse:
-    """One agent turn: LLM tokens -> sentence pieces -> TTS -> audio, held until committed."""
-
-    session: Session
-    turn_id: int
-    user_text: str
-    messages: list[ChatMessage]
-    llm: LLM
-    llm_model: str
-    tts: TTS
-    voice: str
-    speech_end: float  # zero point of the turn's metrics
-    stt_final_at: float
-    from_text: bool = False
-    fixed_text: str | None = None  # the greeting: spoken as is, no LLM
-    committed: bool = False
-    text: str = ""
-    pieces: list[_Piece] = field(default_factory=list)
-    llm_first_token_at: float | None = None
-    tts_first_audio_at: float | None = None
-    first_audio_sent_at: float | None = None
-    play_cursor: float = 0.0
-    finished: bool = False
-    history_entry: ChatMessage | None = None
-    _held: list[tuple[pb.ConverseResponse, _Piece | None]] = field(default_factory=list)
-    _committed_event: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-    failure: str = ""  # why a provider stopped this answer
-
-    # --- output gate: a speculative answer is prepared but not sent until the turn ends ------
-
-    def emit(self, message: pb.ConverseResponse, piece: _Piece | None = None) -> None:
-        if self.committed:
-            self._send(message, piece)
-        else:
-            self._held.append((message, piece))
-
-    def commit(self) -> None:
-        self.committed = True
-        self._committed_event.set()
-        for message, piece in self._held:
-            self._send(message, piece)
-        self._held.clear()
-
-    async def wait_committed(self) -> None:
-        await self._committed_event.wait()
-
-    def _send(self, message: pb.ConverseResponse, piece: _Piece | None) -> None:
-        now = time.monotonic()
-        if message.WhichOneof("response") == "audio":
-            if self.first_audio_sent_at is None:
-                self.first_audio_sent_at = now
-            seconds = self.session.outbound.seconds(len(message.audio.audio))
-            start = max(self.play_cursor, now)
-            if piece is not None and piece.play_start is None:
-                piece.play_start = start
-            self.play_cursor = start + seconds
-        self.session.send(message)
-
-    def playing(self, now: float) -> bool:
-        return not self.finished or now < self.play_cursor
-
-    def spoken_text(self, now: float) -> str:
-        """What the caller has heard by `now`: whole pieces, then the heard share of the words
-        of the piece being played (a client plays audio in real time from its arrival)."""
-        words: list[str] = []
-        for piece in self.pieces:
-            if piece.play_start is None or piece.play_start >= now:
-                break
-            piece_words = piece.text.split()
-            heard = (now - piece.play_start) / piece.seconds if piece.seconds else 1.0
-            if heard >= 1.0:
-                words.extend(piece_words)
-            else:
-                words.extend(piece_words[: int(len(piece_words) * heard)])
-                break
-        return " ".join(words)
-
-    # --- the work ---------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        try:
-            await self._produce()
-        except BackendUnavailable as exc:
-            # A provider that fails ends this answer, not the call: the caller can go on, or
-            # switch model or voice. A failed speculation is never committed: END_OF_TURN
-            # answers afresh.
-            self.failure = str(exc)
-        self.finished = True
-        self.text = self.text.strip()
-        # A speculative answer may be complete before its turn ends; its metrics need the
-        # send times, which exist once it is committed.
-        await self.wait_committed()
-        if self.failure:
-            self.emit(
-                pb.ConverseResponse(
-                    error=pb.Error(
-                        code=grpc.StatusCode.UNAVAILABLE.value[0],
-                        message=f"the answer to turn {self.turn_id} stopped: {self.failure}; "
-                        "the call goes on",
-                    )
-                )
-            )
-        self.emit(_agent_text(self.turn_id, final=True, text=self.text))
-        self.emit(
-            pb.ConverseResponse(event=pb.Event(type=pb.AGENT_TURN_DONE, turn_id=self.turn_id))
-        )
-        if self.fixed_text is None and not self.failure:
-            self.emit(pb.ConverseResponse(metrics=self.metrics()))
-
-    async def _produce(self) -> None:
-        """Text and audio of the answer, as they come."""
-        queue: asyncio.Queue[str | None] = asyncio.Queue()
-        speaker = asyncio.create_task(self._speak(queue), name=f"tts-turn-{self.turn_id}")
-        try:
-            if self.fixed_text is not None:
-                self.text = self.fixed_text
-                self.emit(_agent_text(self.turn_id, delta=self.fixed_text))
-                queue.put_nowait(self.fixed_text)
-            else:
-                await self._write(queue)
-            queue.put_nowait(None)
-            await speaker
-        finally:
-            if not speaker.done():
-                await cancel_and_wait(speaker)
-
-    async def _write(self, queue: asyncio.Queue[str | None]) -> None:
-        """LLM tokens -> the reply's text messages (batched) and sentence pieces for TTS."""
-        splitter = SentenceSplitter()
-        unsent, unsent_since = "", 0.0  # text deltas go out in batches, see TEXT_BATCH_SECONDS
-        try:
-            async for delta in self.llm.stream(self.messages, self.llm_model):
-                now = time.monotonic()
-                if self.llm_first_token_at is None:
-                    self.llm_first_token_at = now
-                self.text += delta
-                if not unsent:
-                    unsent_since = now
-                unsent += delta
-                pieces = splitter.push(delta)
-                if pieces or now - unsent_since >= TEXT_BATCH_SECONDS:
-                    self.emit(_agent_text(self.turn_id, delta=unsent))
-                    unsent = ""
-                for piece in pieces:
-                    queue.put_nowait(piece)
-        except Exception:
-            if unsent:  # the provider failed mid-answer: what it wrote still reaches the client
-                self.emit(_agent_text(self.turn_id, delta=unsent))
-            raise
-        if unsent:
-            self.emit(_agent_text(self.turn_id, delta=unsent))
-        for piece in splitter.flush():
-            queue.put_nowait(piece)
-
-    async def _speak(self, queue: asyncio.Queue[str | None]) -> None:
-        session = self.session
-        rate = session.outbound.fmt.rate
-        chunk_bytes = rate * AUDIO_CHUNK_MS // 1000 * session.outbound.fmt.bytes_per_sample
-        turn = self.tts.open_turn(self.voice, rate, ENCODINGS[session.outbound.fmt.encoding])
-        finished = False
-        try:
-            await self._speak_pieces(queue, turn, chunk_bytes)
-            finished = True
-        finally:
-            # A barge-in cancels us here: tell the provider to stop (Cartesia: cancel the context).
-            await (turn.aclose() if finished else turn.cancel())
-
-    async def _speak_pieces(
-        self, queue: asyncio.Queue[str | None], turn: TTSTurn, chunk_bytes: int
-    ) -> None:
-        session = self.session
-        while (text := await queue.get()) is not None:
-            spoken = speakable(text)
-            if not spoken:
-                continue
-            piece = _Piece(text)
-            self.pieces.append(piece)
-            async for audio in turn.synthesize(spoken):
-                if self.tts_first_audio_at is None:
-                    self.tts_first_audio_at = time.monotonic()
-                data = session.outbound.encode(audio.pcm, audio.sample_rate)
-                piece.seconds += session.outbound.seconds(len(data))
-                for start in range(0, len(data), chunk_bytes):
-                    if self.committed:
-                        await session.writable()  # paused while the client does not read
-                    message = pb.ConverseResponse(
-                        audio=pb.Audio(
-                            audio=data[start : start + chunk_bytes], turn_id=self.turn_id
-                        )
-                    )
-                    self.emit(message, piece)
-
-    def metrics(self, barge_in_stop_ms: float | None = None) -> pb.TurnMetrics:
-        metrics = pb.TurnMetrics(
-            turn_id=self.turn_id,
-            stt_final_ms=_ms(self.speech_end, self.stt_final_at),
-            llm_first_token_ms=_ms(self.speech_end, self.llm_first_token_at),
-            tts_first_audio_ms=_ms(self.speech_end, self.tts_first_audio_at),
-            voice_to_voice_ms=_ms(self.speech_end, self.first_audio_sent_at),
-            from_text=self.from_text,
-        )
-        if barge_in_stop_ms is not None:
-            metrics.barge_in_stop_ms = barge_in_stop_ms
-        return metrics
-
-
-def _agent_text(
-    turn_id: int, delta: str = "", final: bool = False, text: str = ""
-) -> pb.ConverseResponse:
-    return pb.ConverseResponse(
-        agent_text=pb.AgentText(turn_id=turn_id, delta=delta, final=final, text=text)
-    )
-
-
 class Session:
     def __init__(self, setup: SessionSetup) -> None:
         self.setup = setup
@@ -346,12 +84,12 @@ class Session:
         self._writable = asyncio.Event()
         self._writable.set()
         self._warming: asyncio.Task[Any] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(self._task_failed, name_prefix=f"{setup.session_id[:8]}:")
         self._stt_stream: STTStream | None = None
         self._speculative: AgentResponse | None = None
         self._current: AgentResponse | None = None  # the committed answer being sent or played
         self._turn_id = 0
-        self._failure: SessionFailure | None = None
+        self._failure: StatusError | None = None
         self._closed = False
         self._user_turn_open = False
         # START_OF_TURN of speech heard while the agent talked, until its words tell an
@@ -373,7 +111,7 @@ class Session:
         self._put(message)
         if self._out_bytes > MAX_OUTPUT_BUFFER_BYTES:
             self.fail(
-                SessionFailure(
+                StatusError(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"more than {MAX_OUTPUT_BUFFER_BYTES} bytes of responses wait for the client "
                     "to read them: closing the session; read the stream as it comes",
@@ -400,45 +138,26 @@ class Session:
         """Return once the client has read enough for more audio to be queued."""
         await self._writable.wait()
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro, name=f"{self.setup.session_id[:8]}:{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
+    def _task_failed(self, task: asyncio.Task[Any], exc: BaseException) -> None:
+        """A task of the session failed: the session ends with a status saying why."""
+        if isinstance(exc, StatusError):
+            self.fail(exc)
+        elif isinstance(exc, BackendUnavailable):
+            self.fail(StatusError(grpc.StatusCode.UNAVAILABLE, str(exc)))
+        else:
+            log.exception(
+                "session %s: task %s failed", self.setup.session_id, task.get_name(), exc_info=exc
+            )
+            self.fail(StatusError(grpc.StatusCode.INTERNAL, f"{task.get_name()} failed: {exc}"))
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            if isinstance(exc, SessionFailure):
-                self.fail(exc)
-            elif isinstance(exc, BackendUnavailable):
-                self.fail(SessionFailure(grpc.StatusCode.UNAVAILABLE, str(exc)))
-            else:
-                log.exception(
-                    "session %s: task %s failed",
-                    self.setup.session_id,
-                    task.get_name(),
-                    exc_info=exc,
-                )
-                self.fail(
-                    SessionFailure(grpc.StatusCode.INTERNAL, f"{task.get_name()} failed: {exc}")
-                )
-
-    def fail(self, failure: SessionFailure) -> None:
+    def fail(self, failure: StatusError) -> None:
         if self._failure is None:
             self._failure = failure
             if not self._writable.is_set():  # a client this far behind loses what it did not read
                 while not self._out.empty():
                     self._out.get_nowait()
                 self._out_bytes = 0
-            self._put(
-                pb.ConverseResponse(
-                    error=pb.Error(code=failure.code.value[0], message=failure.message)
-                )
-            )
+            self._put(pb.ConverseResponse(error=failure.to_proto()))
             self._put(None)
 
     def _end(self) -> None:
@@ -485,7 +204,7 @@ class Session:
             if answering:
                 self._last_input = time.monotonic()
             elif time.monotonic() - self._last_input > limit:
-                raise SessionFailure(
+                raise StatusError(
                     grpc.StatusCode.DEADLINE_EXCEEDED,
                     f"no audio or text for {limit:.0f} s (IDLE_TIMEOUT_SECONDS); closing the session",
                 )
@@ -493,7 +212,7 @@ class Session:
     async def run(
         self, requests: AsyncIterator[pb.ConverseRequest]
     ) -> AsyncGenerator[pb.ConverseResponse, None]:
-        """Yield the responses of the conversation until it ends; raise SessionFailure if it failed."""
+        """Yield the responses of the conversation until it ends; raise StatusError if it failed."""
         try:
             self._stt_stream = self.setup.stt.open_stream(self.setup.turn_options)
             yield pb.ConverseResponse(
@@ -501,10 +220,10 @@ class Session:
                     session_id=self.setup.session_id, config=self.setup.config
                 )
             )
-            self._spawn(self._read(requests), "read")
-            self._spawn(self._follow_turns(self._stt_stream), "turns")
+            self._tasks.spawn(self._read(requests), "read")
+            self._tasks.spawn(self._follow_turns(self._stt_stream), "turns")
             if self.setup.idle_timeout > 0:
-                self._spawn(self._watch_idle(self.setup.idle_timeout), "idle-watch")
+                self._tasks.spawn(self._watch_idle(self.setup.idle_timeout), "idle-watch")
             if self.setup.greeting:
                 self._start_response(
                     user_text="",
@@ -527,15 +246,11 @@ class Session:
         if self._closed:
             return
         self._closed = True
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
-        if self._stt_stream is not None:
-            await self._stt_stream.aclose()
+        try:
+            await self._tasks.cancel_all()
+        finally:
+            if self._stt_stream is not None:
+                await self._stt_stream.aclose()
 
     # --- input ------------------------------------------------------------------------------
 
@@ -547,7 +262,7 @@ class Session:
             kind = request.WhichOneof("request")
             if kind == "audio":
                 if len(request.audio) > max_audio:
-                    raise SessionFailure(
+                    raise StatusError(
                         grpc.StatusCode.INVALID_ARGUMENT,
                         f"an audio message has {len(request.audio)} bytes; at most {max_audio} "
                         f"({MAX_AUDIO_SECONDS} s in the input format) are accepted: send 20-100 ms frames",
@@ -564,13 +279,13 @@ class Session:
                 self._end()
                 return
             elif kind == "config":
-                raise SessionFailure(
+                raise StatusError(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     "config is only accepted as the first message; send `update` to change the "
                     "model or voice mid-call",
                 )
             else:
-                raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT, "empty ConverseRequest")
+                raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, "empty ConverseRequest")
         # Half-close: let the agent finish what it is saying, then end.
         for response in (self._speculative, self._current):
             if response is not None and response.task is not None and response.committed:
@@ -591,9 +306,9 @@ class Session:
     async def _on_text(self, text: str) -> None:
         text = text.strip()
         if not text:
-            raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT, "text turn is empty")
+            raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, "text turn is empty")
         if len(text) > MAX_TEXT_TURN:
-            raise SessionFailure(
+            raise StatusError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"text turn has {len(text)} characters; the limit is {MAX_TEXT_TURN}",
             )
@@ -605,11 +320,13 @@ class Session:
             and now - self._last_text_turn_at < MIN_TEXT_INTERRUPT_SECONDS
         ):
             # A flood of typed turns must not start (and cut) an answer per message.
-            self._error(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"typed turn refused: the agent is still answering turn {answering.turn_id}, and "
-                f"typed turns may interrupt an answer at most once every "
-                f"{MIN_TEXT_INTERRUPT_SECONDS:g} s; wait for AGENT_TURN_DONE, or send it later",
+            self._refuse(
+                StatusError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"typed turn refused: the agent is still answering turn {answering.turn_id}, and "
+                    f"typed turns may interrupt an answer at most once every "
+                    f"{MIN_TEXT_INTERRUPT_SECONDS:g} s; wait for AGENT_TURN_DONE, or send it later",
+                )
             )
             return
         self._last_text_turn_at = now
@@ -626,14 +343,16 @@ class Session:
         """
         fields = ("llm_model", "tts_voice", "system_prompt")
         if (why := overlong(update, CONFIG_UPDATE_LIMITS, "update")) is not None:
-            self._error(grpc.StatusCode.INVALID_ARGUMENT, why)
+            self._refuse(StatusError(grpc.StatusCode.INVALID_ARGUMENT, why))
             return
         paths = list(update.update_mask.paths) or [f for f in fields if getattr(update, f)]
         unknown = [p for p in paths if p not in fields]
         if unknown:
-            self._error(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"update.update_mask names unknown field {unknown[0]!r}; fields: {', '.join(fields)}",
+            self._refuse(
+                StatusError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"update.update_mask names unknown field {unknown[0]!r}; fields: {', '.join(fields)}",
+                )
             )
             return
         backends = self.setup.backends
@@ -649,9 +368,9 @@ class Session:
                 else ""
             )
         except OptionError as err:
-            self._error(grpc.StatusCode.NOT_FOUND, str(err))
+            self._refuse(status_for(err))
             return
-        self._spawn(self._switch(update, paths, llm_name, tts_name), "config-update")
+        self._tasks.spawn(self._switch(update, paths, llm_name, tts_name), "config-update")
 
     async def _switch(
         self, update: pb.ConfigUpdate, paths: list[str], llm_name: str, tts_name: str
@@ -661,7 +380,7 @@ class Session:
             llm = await backends.get_llm(llm_name) if llm_name else self.llm
             tts = await backends.get_tts(tts_name) if tts_name else self.tts
         except BackendError as err:
-            self._error(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+            self._refuse(status_for(err))
             return
         applied = []
         if "llm_model" in paths:
@@ -678,9 +397,9 @@ class Session:
         )
         self._warm()
 
-    def _error(self, code: grpc.StatusCode, message: str) -> None:
-        """A request the session refuses without ending the call."""
-        self.send(pb.ConverseResponse(error=pb.Error(code=code.value[0], message=message)))
+    def _refuse(self, status: StatusError) -> None:
+        """A request the session refuses without ending the call: an Error message."""
+        self.send(pb.ConverseResponse(error=status.to_proto()))
 
     # --- turns ------------------------------------------------------------------------------
 
@@ -821,7 +540,9 @@ class Session:
         if len(self.history) > 1 + HISTORY_MESSAGES:  # older turns are never used again
             del self.history[1 : len(self.history) - HISTORY_MESSAGES]
         response = AgentResponse(
-            session=self,
+            send=self.send,
+            writable=self.writable,
+            outbound=self.outbound,
             turn_id=self._turn_id,
             user_text=user_text,
             messages=messages,
@@ -837,7 +558,7 @@ class Session:
         if committed:
             response.commit()
             self._current = response
-        response.task = self._spawn(self._respond(response), f"respond-{response.turn_id}")
+        response.task = self._tasks.spawn(self._respond(response), f"respond-{response.turn_id}")
         return response
 
     async def _respond(self, response: AgentResponse) -> None:
@@ -855,7 +576,7 @@ class Session:
         history = [self.history[0], *self.history[1:][-HISTORY_MESSAGES:]]
         if self._warming is not None:  # one at a time: a stale warm-up is wasted model time
             self._warming.cancel()
-        self._warming = self._spawn(self.llm.warm(history, self.llm_model), "llm-warm")
+        self._warming = self._tasks.spawn(self.llm.warm(history, self.llm_model), "llm-warm")
 
     async def _barge_in(self, detected_at: float, during_playback: bool = True) -> None:
         """The user spoke: stop the agent if it is talking, keep in history what was heard."""
@@ -868,7 +589,7 @@ class Session:
         self._current = None
         was_running = response.task is not None and not response.task.done()
         if was_running:
-            await cancel_and_wait(response.task)  # type: ignore[arg-type]
+            await cancel_and_wait(response.task)
         stopped = time.monotonic()
         heard = response.spoken_text(stopped)
         if response.history_entry is not None:
@@ -878,8 +599,8 @@ class Session:
         self.send(pb.ConverseResponse(event=pb.Event(type=pb.BARGE_IN, turn_id=response.turn_id)))
         # The turn's final text again, as heard: a client that showed the whole answer (sent
         # ahead of playback) corrects it to what the caller actually heard.
-        self.send(_agent_text(response.turn_id, final=True, text=heard))
-        stop_ms = _ms(detected_at, stopped)
+        self.send(agent_text(response.turn_id, final=True, text=heard))
+        stop_ms = elapsed_ms(detected_at, stopped)
         if response.fixed_text is None:
             self.send(pb.ConverseResponse(metrics=response.metrics(stop_ms)))
         else:  # a greeting has no latency of its own, but its interruption does

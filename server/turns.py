@@ -26,12 +26,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any, Protocol
+from collections.abc import AsyncIterator
+from typing import Protocol
 
 import numpy as np
 
 from server.backends.stt.base import STTStream, TurnEventKind, TurnMode, TurnOptions, TurnUpdate
+from server.tasks import TaskSet
 from server.turn_words import (
     ends_sentence,
     is_question,
@@ -151,9 +152,10 @@ class VadTurnStream(STTStream):
         self._eager_task: asyncio.Task[None] | None = None
         self._interim_task: asyncio.Task[None] | None = None
         self._final_task: asyncio.Task[None] | None = None
-        self._checks: set[asyncio.Task[None]] = set()
-        self._worker = asyncio.create_task(self._run(), name="vad-turns")
-        self._worker.add_done_callback(self._task_done)
+        self._checks: set[asyncio.Task[None]] = set()  # of this turn, cancelled when it ends
+        # The VAD loop, decodes and model calls: one that fails ends the stream with its error.
+        self._tasks = TaskSet(lambda _task, exc: self._events.put_nowait(exc))
+        self._worker = self._tasks.spawn(self._run(), "vad-turns")
 
     async def push(self, pcm: np.ndarray, received_at: float) -> None:
         self._inbox.put_nowait((pcm, received_at))
@@ -172,24 +174,8 @@ class VadTurnStream(STTStream):
         self._interrupting = self._in_turn
 
     async def aclose(self) -> None:
-        tasks = [self._worker, self._eager_task, self._interim_task, self._final_task]
-        running = [task for task in [*tasks, *self._checks] if task is not None]
-        for task in running:
-            task.cancel()
-        if running:
-            await asyncio.wait(running)  # not suppress(CancelledError): ours must propagate
+        await self._tasks.cancel_all()
         self._events.put_nowait(None)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        task = asyncio.create_task(coro, name=name)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        """A decode or model call that failed ends the stream with its error (see `events`)."""
-        self._checks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            self._events.put_nowait(exc)
 
     # --- the VAD loop -----------------------------------------------------------------------
 
@@ -337,7 +323,7 @@ class VadTurnStream(STTStream):
                 speech_start=speech_start,
             )
 
-        self._final_task = self._spawn(finish(), "final-decode")
+        self._final_task = self._tasks.spawn(finish(), "final-decode")
 
     # --- semantic end of turn ---------------------------------------------------------------
 
@@ -353,7 +339,9 @@ class VadTurnStream(STTStream):
             self._completion = (epoch, probability)
             self._maybe_end_complete()
 
-        self._checks.add(self._spawn(check(), "turn-completion"))
+        task = self._tasks.spawn(check(), "turn-completion")
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
 
     def _heard_unfinished(self) -> bool:
         """The last check of this silence said "unfinished" (or has not answered yet)."""
@@ -424,7 +412,7 @@ class VadTurnStream(STTStream):
                 self._interim_result = (turn_index, text, covered)
                 self._maybe_speculate_from_interim()
 
-        self._interim_task = self._spawn(interim(), "interim-decode")
+        self._interim_task = self._tasks.spawn(interim(), "interim-decode")
 
     def _schedule_eager(self) -> None:
         audio, epoch, speech_end = self._audio(), self._epoch, self._last_voiced_at
@@ -440,7 +428,7 @@ class VadTurnStream(STTStream):
             if self._semantic:
                 self._maybe_end_complete()
 
-        self._eager_task = self._spawn(eager(), "eager-decode")
+        self._eager_task = self._tasks.spawn(eager(), "eager-decode")
 
     def _maybe_speculate_from_interim(self) -> None:
         """Semantic mode: EAGER_END_OF_TURN from the last interim as soon as the caller falls

@@ -51,7 +51,8 @@ from wsproto.extensions import PerMessageDeflate
 
 from server.auth import authorized, denial
 from server.limits import MAX_COMPRESSION_RATIO, MIN_INFLATE_BYTES
-from server.session import stalled_client
+from server.status import StatusError, stalled_client
+from server.tasks import cancel_and_wait
 
 log = logging.getLogger("voice_agent.web")
 
@@ -81,15 +82,6 @@ CLOSE_STATUS_BASE = 4000
 CLOSE_GRACE_SECONDS = 2.0
 
 
-class StatusAbort(Exception):
-    """A servicer ended an HTTP-borne call with a gRPC status (its `context.abort`)."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code = code
-        self.details = details
-
-
 class ClientGone(Exception):
     """The browser left while a response was being sent: not an error."""
 
@@ -101,7 +93,7 @@ class BridgeContext:
         self._peer = peer
 
     async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
-        raise StatusAbort(code, details)
+        raise StatusError(code, details)
 
     def peer(self) -> str:
         return self._peer
@@ -119,8 +111,8 @@ def _unary(handler: Callable[..., Awaitable[Message]]) -> Callable[..., Awaitabl
     async def call(request: Message, ctx: RequestContext[Any, Any]) -> Message:
         try:
             return await handler(request, _context(ctx))
-        except StatusAbort as abort:
-            raise ConnectError(_connect_code(abort.code), abort.details) from None
+        except StatusError as status:
+            raise ConnectError(_connect_code(status.code), status.message) from None
 
     return call
 
@@ -132,8 +124,8 @@ def _server_stream(
         try:
             async for response in handler(request, _context(ctx)):
                 yield response
-        except StatusAbort as abort:
-            raise ConnectError(_connect_code(abort.code), abort.details) from None
+        except StatusError as status:
+            raise ConnectError(_connect_code(status.code), status.message) from None
 
     return call
 
@@ -513,7 +505,7 @@ class WebGateway:
                         last_error[:] = [response.error]
                 else:
                     return
-                await stream.athrow(stalled_client(self._send_timeout))  # raises its StatusAbort
+                await stream.athrow(stalled_client(self._send_timeout))  # raises its StatusError
             finally:
                 await stream.aclose()
 
@@ -524,10 +516,8 @@ class WebGateway:
             await asyncio.wait({pump, reader}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._calls.discard(pump)
-            for task in (pump, reader):
-                task.cancel()
             # Cancelling the pump cancels the session, as grpc does when a client goes away.
-            await asyncio.gather(pump, reader, return_exceptions=True)
+            await cancel_and_wait(pump, reader)
         if reader.done() and not reader.cancelled():  # the reader ended the call
             if reader.exception() is not None:
                 log.warning("reading a WebSocket failed", exc_info=reader.exception())
@@ -543,13 +533,13 @@ class WebGateway:
             return
         if error is None:
             await _close(ws, CLOSE_NORMAL, "session ended")
-        elif isinstance(error, StatusAbort):
-            status = pb.Error(code=error.code.value[0], message=error.details)
+        elif isinstance(error, StatusError):
+            status = error.to_proto()
             if last_error != [status]:  # a session that failed has sent its Error already
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(CLOSE_GRACE_SECONDS):
                         await ws.send_bytes(pb.ConverseResponse(error=status).SerializeToString())
-            await _close(ws, CLOSE_STATUS_BASE + error.code.value[0], error.details)
+            await _close(ws, CLOSE_STATUS_BASE + error.code.value[0], error.message)
         else:
             log.error("Converse over a WebSocket failed", exc_info=error)
             await _close(ws, CLOSE_INTERNAL_ERROR, f"internal error: {type(error).__name__}")

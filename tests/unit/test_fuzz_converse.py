@@ -24,7 +24,7 @@ failure prints the falsifying scenario and a `@reproduce_failure` blob. FUZZ_CON
 runs more examples locally.
 
 Two plain reproductions follow, of the server bugs this fuzzing found:
-`test_session_failure_does_not_keep_the_session_alive` (a session that ends on a SessionFailure
+`test_session_failure_does_not_keep_the_session_alive` (a session that ends on a StatusError
 stays reachable after its stream, through the AbortError grpc keeps on its RPC state) and
 `test_hangup_during_barge_in_ends_the_stream` (a hangup while a barge-in is cancelling the
 answer leaves the stream open for ever).
@@ -59,6 +59,7 @@ from voiceagent.v1 import voice_agent_pb2 as pb
 from voiceagent.v1 import voice_agent_pb2_grpc as pb_grpc
 
 from server import audio
+from server.agent_response import AgentResponse
 from server.audio import Format
 from server.backends.llm.base import ChatMessage
 from server.limits import (
@@ -68,7 +69,7 @@ from server.limits import (
     MAX_NAME,
     MAX_SYSTEM_PROMPT,
 )
-from server.session import AgentResponse, Session
+from server.session import Session
 from tests.conftest import Call
 from tests.unit.conftest import Scripted, StartServer
 from tests.unit.scripted import ScriptedLLM, silence, tone
@@ -557,7 +558,7 @@ def live_session_objects(s: Scripted) -> list[object]:
         o
         for o in gc.get_objects()
         if (isinstance(o, Session) and o.setup.backends is s.server.backends)
-        or (isinstance(o, AgentResponse) and o.session.setup.backends is s.server.backends)
+        or (isinstance(o, AgentResponse) and o.tts is s.tts)
     ]
 
 
@@ -638,10 +639,10 @@ async def test_converse_survives_random_request_sequences(start_server: StartSer
 async def test_session_failure_does_not_keep_the_session_alive(start_server: StartServer) -> None:
     """Reproduction of the leak found by the fuzzing above (a server bug; this test fails on it).
 
-    [config, text ""] ends with INVALID_ARGUMENT "text turn is empty" (any SessionFailure does:
+    [config, text ""] ends with INVALID_ARGUMENT "text turn is empty" (any StatusError does:
     a second config, an empty request, a text over 4000 characters). The servicer calls
-    `context.abort` inside `except SessionFailure`, so the AbortError that grpc stores on its RPC
-    state has the SessionFailure as __context__, whose traceback holds the Converse frame and its
+    `context.abort` inside `except StatusError`, so the AbortError that grpc stores on its RPC
+    state has the StatusError as __context__, whose traceback holds the Converse frame and its
     `session` local. As long as grpc keeps that RPC state, the whole Session (STT stream,
     audio, history, answers) stays alive: grpc keeps at least the latest RPC's state, and in a
     long-running process tens of recent ones (22 to 49 dead sessions measured after 1,000 to

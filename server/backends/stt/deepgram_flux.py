@@ -36,6 +36,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from server.backends.base import BackendUnavailable
 from server.backends.stt.base import STT, STTStream, TurnEventKind, TurnOptions, TurnUpdate
+from server.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -266,9 +267,7 @@ class FluxStream(STTStream):
                 # We sent CloseStream: Flux flushes its last events, then closes the socket.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(receiver), 1.0)
-            for task in (receiver, sender):
-                task.cancel()
-            await asyncio.gather(receiver, sender, return_exceptions=True)
+            await cancel_and_wait(receiver, sender)
             if self._closing.is_set():
                 return None
             error = receiver.exception() if receiver.done() and not receiver.cancelled() else None

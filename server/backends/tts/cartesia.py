@@ -29,6 +29,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from server.audio import ALAW_DECODE, MULAW_DECODE
 from server.backends.base import BackendUnavailable
 from server.backends.tts.base import TTS, Encoding, SynthesizedAudio, TTSTurn, VoiceInfo
+from server.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,7 @@ class CartesiaTTS(TTS):
         ]
 
     async def aclose(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
+        await cancel_and_wait(self._reader)
         if self._ws is not None:
             await self._ws.close()
 
