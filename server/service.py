@@ -273,7 +273,7 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
             )
         turn_options = _turn_options(config.turn_detection, pick("language", "en"))
         if (problem := stt.language_problem(turn_options.language)) is not None:
-            raise _Invalid(grpc.StatusCode.INVALID_ARGUMENT, problem)
+            raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, problem)
 
         effective = pb.SessionConfig()
         effective.CopyFrom(config)
