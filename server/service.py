@@ -331,6 +331,8 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
                 f"tts_voice {voice!r} is not offered by {tts.name}; available: {', '.join(voices)}",
             )
         turn_options = _turn_options(config.turn_detection, pick("language", "en"))
+        if (problem := stt.language_problem(turn_options.language)) is not None:
+            raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, problem)
         campaign_tools, campaign_builtins = (
             stored_tools(campaign) if campaign else ([], pb.BuiltinTools())
         )

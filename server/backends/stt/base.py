@@ -101,3 +101,7 @@ class STT(Backend, ABC):
 
     @abstractmethod
     def open_stream(self, options: TurnOptions) -> STTStream: ...
+
+    def language_problem(self, language: str) -> str | None:
+        """Why this engine cannot transcribe `language` (a BCP-47 tag), or None if it can."""
+        return None

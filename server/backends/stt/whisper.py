@@ -4,14 +4,24 @@ Smart Turn v3.2 deciding when a turn is complete (server/smart_turn.py).
 faster-whisper's `transcribe()` pads every input to 30 s (~0.5 s a call whatever the length);
 we call the CTranslate2 model on the turn's own features plus a short zero tail instead, which
 makes an interim transcript cost 65-250 ms (DESIGN.md). Finals use beam 2, interims greedy.
+
+An interim decode covers audio cut mid-word, and Whisper then often loops ("Please cancel my
+appointment. Please cancel, Maya Point. Please cancel my appointing."). Every decode's output is
+bounded by the audio it covers, and an interim that hits the bound, repeats a phrase, starts
+again or compresses like a loop is dropped: the turn keeps showing the previous interim.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import math
 import os
+import re
+import zlib
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,15 +30,88 @@ from server import assets
 from server.backends.stt.base import STT, STTStream, TurnMode, TurnOptions
 from server.inference import CPU
 from server.smart_turn import SmartTurnV3
+from server.turn_words import looks_repetitive
 from server.turns import VadTurnStream
 from server.vad import SileroVAD
 
+log = logging.getLogger(__name__)
+
 _TAIL_SECONDS = 1.0  # zero padding after the speech: Whisper drops final words without it
-_MAX_TOKENS = 160
+# Output bound: at most TOKEN_SLACK + TOKENS_PER_SECOND tokens per second of audio decoded. Our
+# bench sentences at Piper's fastest speed need at most ~5 tokens per second of turn audio
+# (digits and punctuation included; bench/recognition.py); a loop runs far past that.
+TOKENS_PER_SECOND = 8
+TOKEN_SLACK = 6
+MAX_TOKENS = 200  # Whisper's decoder holds 448 tokens, the prompt included
+# faster-whisper's own loop test for long-form audio: text that zlib compresses this well
+# repeats itself.
+COMPRESSION_RATIO_LIMIT = 2.4
 # Finals: beam 2. On 2 cores, for a 3.3 s question: greedy 188 ms, beam 2 217, beam 3 240,
 # beam 5 464 (medians of 8); beam 2 and beam 5 gave the same words on 20 held-out questions at
 # 16 and 8 kHz. The final decode is on the path to every answer; interims stay greedy.
 _FINAL_BEAM = 2
+
+
+def token_budget(seconds: float) -> int:
+    """The most tokens a decode of `seconds` of audio may produce."""
+    return min(MAX_TOKENS, TOKEN_SLACK + math.ceil(TOKENS_PER_SECOND * seconds))
+
+
+def _whisper_language(language: str) -> str:
+    """Whisper's code for a BCP-47 tag: its primary subtag ("en-US" -> "en"); "" -> "en"."""
+    return language.split("-")[0].lower() or "en"
+
+
+def _max_length(budget: int, prompt_tokens: int) -> int:
+    """CTranslate2's `max_length` for at most `budget` new tokens.
+
+    Measured with CTranslate2 4.8: Whisper's generate() yields at most
+    min(max_length - prompt_tokens + 1, max_length // 2) tokens, greedy or beam.
+    """
+    return max(2 * budget, prompt_tokens + budget - 1)
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode()
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def restarts(text: str) -> bool:
+    """The first two words come again later: Whisper began the turn again ("The total came to
+    the total", "Send it to 150 no-cavenine. Send it"). Rarely speech ("Thank you. Thank you so
+    much.", "It is what it is."): only interims are dropped for it, and the final decode
+    still carries such a turn."""
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    opening = words[:2]
+    return len(opening) == 2 and any(words[i : i + 2] == opening for i in range(2, len(words)))
+
+
+def stutters(text: str) -> bool:
+    """A word of three letters or more three times in a row ("miser miser miser")."""
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    return any(len(w) >= 3 and words[i : i + 3] == [w] * 3 for i, w in enumerate(words))
+
+
+def looping_reason(text: str, hit_budget: bool) -> str | None:
+    """Why a hypothesis looks like a decoding loop rather than speech (None: it does not)."""
+    if hit_budget:
+        return "ran to the output bound for its audio"
+    if looks_repetitive(text):
+        return "repeats a phrase"
+    if restarts(text):
+        return "starts again"
+    if stutters(text):
+        return "says a word three times"
+    if compression_ratio(text) > COMPRESSION_RATIO_LIMIT:
+        return f"compression ratio {compression_ratio(text):.1f} > {COMPRESSION_RATIO_LIMIT}"
+    return None
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    text: str
+    looping: str | None = None  # why the text looks like a decoding loop, if it does
+    tokens: int = 0  # how many the decode produced
 
 
 class WhisperSTT(STT):
@@ -68,7 +151,7 @@ class WhisperSTT(STT):
         self._vad = SileroVAD(assets.silero_vad_path())
         self._turn_model = SmartTurnV3(assets.smart_turn_path())
         self._turn_model.score([np.zeros(16000, dtype=np.int16)])  # warm-up
-        self._decode(np.zeros(16000, dtype=np.int16), final=True, language="en")  # warm-up
+        self.decode(np.zeros(16000, dtype=np.int16), final=True, language="en")  # warm-up
 
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -77,6 +160,16 @@ class WhisperSTT(STT):
         if self._turn_model is not None:
             await asyncio.to_thread(self._turn_model.close)
 
+    def language_problem(self, language: str) -> str | None:
+        from faster_whisper.tokenizer import _LANGUAGE_CODES  # faster-whisper is pinned
+
+        if _whisper_language(language) in _LANGUAGE_CODES:
+            return None
+        return (
+            f"language {language!r} is not one Whisper transcribes; use one of "
+            f"{', '.join(sorted(_LANGUAGE_CODES))} (a BCP-47 tag such as 'en-US' works too)"
+        )
+
     def open_stream(self, options: TurnOptions) -> STTStream:
         if self._vad is None:
             raise RuntimeError("WhisperSTT.open_stream before load()")
@@ -84,26 +177,46 @@ class WhisperSTT(STT):
         return VadTurnStream(self, self._vad, options, model)
 
     async def transcribe(self, pcm: np.ndarray, final: bool, language: str) -> str:
+        """The turn's words so far; "" for an interim that loops (the previous interim stands)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._decode, pcm, final, language)
+        hypothesis = await loop.run_in_executor(self._executor, self.decode, pcm, final, language)
+        if hypothesis.looping and not final:
+            log.debug("interim dropped (%s): %r", hypothesis.looping, hypothesis.text)
+            return ""
+        return hypothesis.text
 
-    def _prompt(self, language: str) -> tuple[Any, list[int]]:
-        if language not in self._prompts:
+    def _prompt(self, language: str, vocabulary: str) -> tuple[Any, list[int]]:
+        key = f"{language}|{vocabulary}"
+        if key not in self._prompts:
             from faster_whisper.tokenizer import Tokenizer
 
             tokenizer = Tokenizer(
                 self._model.hf_tokenizer, True, task="transcribe", language=language
             )
-            prompt = self._model.get_prompt(tokenizer, [], without_timestamps=True)
-            self._prompts[language] = (tokenizer, prompt)
-        return self._prompts[language]
+            previous = tokenizer.encode(" " + vocabulary.strip()) if vocabulary else []
+            prompt = self._model.get_prompt(tokenizer, previous, without_timestamps=True)
+            self._prompts[key] = (tokenizer, prompt)
+        return self._prompts[key]
 
-    def _decode(self, pcm: np.ndarray, final: bool, language: str) -> str:
+    def decode(
+        self,
+        pcm: np.ndarray,
+        final: bool,
+        language: str,
+        beam_size: int | None = None,
+        vocabulary: str = "",
+    ) -> Hypothesis:
+        """Blocking decode of int16 16 kHz audio, loop test included.
+
+        `beam_size` (default: beam 2 for finals, greedy for interims) and `vocabulary` (words
+        given to Whisper as the previous text) are what bench/recognition.py compares.
+        """
         import ctranslate2
 
         if len(pcm) < 1600:  # under 0.1 s: nothing to say
-            return ""
-        tokenizer, prompt = self._prompt(language.split("-")[0] or "en")
+            return Hypothesis("")
+        budget = token_budget(len(pcm) / 16000)
+        tokenizer, prompt = self._prompt(_whisper_language(language), vocabulary)
         audio = np.concatenate(
             [pcm.astype(np.float32) / 32768.0, np.zeros(int(16000 * _TAIL_SECONDS), np.float32)]
         )
@@ -114,12 +227,13 @@ class WhisperSTT(STT):
             result = self._model.model.generate(
                 ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])),
                 [prompt],
-                beam_size=_FINAL_BEAM if final else 1,
-                max_length=_MAX_TOKENS,
+                beam_size=beam_size or (_FINAL_BEAM if final else 1),
+                max_length=_max_length(budget, len(prompt)),
                 suppress_blank=True,
                 suppress_tokens=[-1],
                 repetition_penalty=1.1,
                 no_repeat_ngram_size=3,
             )
-        text: str = tokenizer.decode(result[0].sequences_ids[0]).strip()
-        return text
+        tokens = result[0].sequences_ids[0]
+        text: str = tokenizer.decode(tokens).strip()
+        return Hypothesis(text, looping_reason(text, len(tokens) >= budget), len(tokens))
