@@ -33,20 +33,21 @@ $(BIN)/python:
 
 # llama-cpp-python ships only as source (~5 min to build on 2 cores): build the wheel once into
 # the cache, outside the checkout, so later setups and CI runs on this machine reuse it.
-$(VENV)/.installed: pyproject.toml sip_bridge/pyproject.toml Makefile | $(BIN)/python
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml sip_bridge/pyproject.toml Makefile | $(BIN)/python
 	@mkdir -p $(WHEELS)
 	@if ! ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1; then \
 		echo "building llama-cpp-python $(LLAMA_CPP_VERSION) once (about 5 minutes)..."; \
 		CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip wheel -q --no-deps \
 			llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEELS); \
 	fi
-	$(BIN)/pip install -q --find-links $(WHEELS) -e '.[dev]'
+	@# The client SDK (clients/python, `voiceagent`) is its own distribution; the server needs it.
+	$(BIN)/pip install -q --find-links $(WHEELS) -e ./clients/python -e '.[dev]'
 	@# silero-vad's own dependencies pull in torch; we only need the ONNX file it ships.
 	$(BIN)/pip install -q --no-deps silero-vad==$(SILERO_VAD_VERSION)
 	@# pipecat-ai ships the Smart Turn ONNX file; its dependencies are not needed (never imported).
 	$(BIN)/pip install -q --no-deps pipecat-ai==$(PIPECAT_VERSION)
 	@# The SIP bridge is its own package (PJSIP is GPL-2.0): same venv, separate distribution.
-	$(BIN)/pip install -q -e ./sip_bridge
+	$(BIN)/pip install -q -e ./clients/python -e ./sip_bridge
 	@touch $@
 
 setup: $(VENV)/.installed
@@ -99,4 +100,4 @@ bench: setup system-deps
 	$(BIN)/python bench/voice_to_voice.py --write
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache $(WEB_DIR)/node_modules $(WEB_DIR)/dist
+	rm -rf $(VENV) build *.egg-info clients/python/*.egg-info sip_bridge/*.egg-info .pytest_cache .mypy_cache .ruff_cache $(WEB_DIR)/node_modules $(WEB_DIR)/dist

@@ -1,9 +1,11 @@
-"""The `voice-agent` command: `serve` the server, `talk` to one from a wav file, `models` setup."""
+"""The `voice-agent` command: `talk` to a server from a wav file, `health`; where the server is
+installed also `serve` it and assemble its `models`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import sys
@@ -316,6 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--ca", help="PEM file of the CA (or self-signed cert) to trust; implies --tls")
 
     args = parser.parse_args(argv)
+    if args.command in ("serve", "models") and importlib.util.find_spec("server") is None:
+        raise SystemExit(
+            f"voice-agent {args.command}: the server is not installed here (this is the client "
+            "alone); install the repository root's distribution, e.g. `make setup`"
+        )
     if args.command == "serve":
         if args.port:
             os.environ["PORT"] = str(args.port)
