@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +33,8 @@ def free_port() -> int:
 def client_only_install(venv: Path) -> Path:
     """A fresh virtualenv with the client distribution alone (`pip install ./clients/python`,
     as the README shows); its bin directory."""
+    source = venv.parent / "clients-python"  # a copy: the build writes next to its sources
+    shutil.copytree(ROOT / "clients" / "python", source)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     pip = [
         str(venv / "bin" / "python"),
@@ -41,7 +44,7 @@ def client_only_install(venv: Path) -> Path:
         "-q",
         "--disable-pip-version-check",
     ]
-    subprocess.run([*pip, str(ROOT / "clients" / "python")], check=True, timeout=600)
+    subprocess.run([*pip, str(source)], check=True, timeout=600)
     return venv / "bin"
 
 
