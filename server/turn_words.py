@@ -26,6 +26,30 @@ UNFINISHED_LAST_WORDS = frozenset(
     plus minus
     """.split()
 )
+# Of those, the words no question ends on either ("...my sister and?"): an auxiliary can
+# ("Do you know where it is?"), a conjunction, an article or a possessive cannot.
+NEVER_LAST_WORDS = frozenset(
+    """
+    a an the and or nor but because although though whereas unless my your our their
+    um uh er erm uhm
+    """.split()
+)
+# Words that say the caller is reading out a number (a phone, account or order number); such
+# numbers are read in groups with pauses between them.
+IDENTIFIER_WORDS = frozenset(
+    """
+    number numbers code pin zip postcode account phone card reference confirmation id
+    extension policy ticket order serial
+    """.split()
+)
+# A number read after one of them with fewer digits than this is still being read.
+IDENTIFIER_MIN_DIGITS = 4
+_DIGIT_WORDS = {
+    **{w: 1 for w in "zero oh one two three four five six seven eight nine".split()},
+    **{w: 2 for w in "ten eleven twelve thirteen fourteen fifteen sixteen seventeen".split()},
+    **{w: 2 for w in "eighteen nineteen twenty thirty forty fifty sixty seventy eighty".split()},
+    "ninety": 2,
+}
 # Fillers that end an utterance which only hesitates ("um", "so um").
 FILLERS = frozenset("um uh er erm uhm ah hmm mm".split())
 
@@ -80,11 +104,38 @@ def sounds_unfinished(text: str) -> bool:
     if stripped.endswith(("...", "…", ",", "-", "—", "–", ":", ";")):
         return True
     words = _words(stripped)
+    if reads_short_number(words):
+        return True
     if not words or words[-1] not in UNFINISHED_LAST_WORDS:
         return False
-    if stripped.endswith("?") and words[-1] in PREPOSITIONS:
+    if not stripped.endswith("?") or words[-1] in NEVER_LAST_WORDS:
+        return True
+    if words[-1] in PREPOSITIONS:
         return words[0] not in WH_WORDS
-    return not stripped.endswith("?")
+    return False
+
+
+def reads_short_number(words: list[str]) -> bool:
+    """The turn ends in the first digits of a number the caller was asked for or is giving
+    ("my phone number is 555", "the code is four two"): the rest usually follows a pause."""
+    digits = 0
+    for i in range(len(words) - 1, -1, -1):
+        count = _digits(words[i])
+        if count == 0:
+            break
+        digits += count
+    else:
+        return False  # only a number: an answer to "how many?" ends there
+    if digits == 0 or digits >= IDENTIFIER_MIN_DIGITS:
+        return False
+    context = words[max(0, i - 3) : i + 1]
+    return any(word in IDENTIFIER_WORDS for word in context)
+
+
+def _digits(word: str) -> int:
+    if word.replace(",", "").replace("-", "").isdigit():
+        return sum(c.isdigit() for c in word)
+    return _DIGIT_WORDS.get(word, 0)
 
 
 def is_question(text: str) -> bool:
@@ -112,15 +163,33 @@ def is_interruption(text: str) -> bool:
     return any(word in INTERRUPTION_WORDS for word in _words(text))
 
 
+# More letters than this a second of speech are a mishearing: Whisper turns a short noise or
+# "got it" into "Dharad. Dharud. Dara. Darud." (conversational English is ~15 letters a
+# second, fast speech ~20; the VAD counts only the voiced part of the speech).
+MAX_LETTERS_PER_SECOND = 25.0
+ALWAYS_PLAUSIBLE_LETTERS = 10
+
+
+def heard_clearly(text: str, speech_seconds: float) -> bool:
+    """The words can be what was said: no decoding loop, and no more letters than the speech
+    could hold."""
+    if looks_repetitive(text):
+        return False
+    letters = sum(len(word) for word in _words(text))
+    return letters <= max(ALWAYS_PLAUSIBLE_LETTERS, MAX_LETTERS_PER_SECOND * speech_seconds)
+
+
 def interrupts(text: str, speech_seconds: float) -> bool:
     """An interim transcript of speech over the agent that already asks it to stop: an
-    interruption word, or three words or more that are not an acknowledgement.
+    interruption word, or three words or more, heard clearly, that are not an acknowledgement.
 
-    Fewer unclear words wait for more: Whisper hears a short "uh-huh" or "mm-hmm" as "How?" or
-    "Enema Enema" (the utterance's end then decides, see `is_short_acknowledgement`).
+    Fewer or unclear words wait for more: Whisper hears a short "uh-huh" or "mm-hmm" as "How?"
+    or "Enema Enema" (the utterance's end then decides, see `is_short_acknowledgement`).
     """
     if is_interruption(text):
         return True
+    if not heard_clearly(text, speech_seconds):
+        return False
     return not is_backchannel(text) and len(_words(text)) >= 3
 
 
@@ -129,10 +198,9 @@ def is_short_acknowledgement(text: str, speech_seconds: float) -> bool:
     noise, or one or two unclear words under SHORT_UTTERANCE_SECONDS of speech."""
     if is_backchannel(text):
         return True
-    words = _words(text)
-    return (
-        len(words) <= 2 and speech_seconds < SHORT_UTTERANCE_SECONDS and not is_interruption(text)
-    )
+    if speech_seconds >= SHORT_UTTERANCE_SECONDS or is_interruption(text):
+        return False
+    return len(_words(text)) <= 2 or not heard_clearly(text, speech_seconds)
 
 
 def ends_sentence(text: str) -> bool:

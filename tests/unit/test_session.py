@@ -222,7 +222,7 @@ async def test_barge_in_during_playback_after_generation_truncates_history(
     await call.conversation.send_text("Go on.")
     await call.wait_for(lambda c: len(c.of("metrics")) == 1)  # all 3 s of audio sent already
     await asyncio.sleep(0.6)
-    await call.send_pcm(tone(0.3))
+    await call.send_pcm(tone(0.6))  # "said 18 windows": as many letters as 0.6 s can hold
     await call.wait_for(lambda c: bool(c.events(pb.BARGE_IN)))
     await call.conversation.send_text("Stop.")
     await call.wait_for(lambda c: len(llm.calls) == 2)

@@ -4,6 +4,7 @@ import pytest
 
 from server.turn_words import (
     ends_sentence,
+    heard_clearly,
     interrupts,
     is_backchannel,
     is_interruption,
@@ -47,7 +48,7 @@ def test_acknowledgements_and_noise_are_backchannels(text: str) -> None:
 )
 def test_requests_and_objections_are_not(text: str) -> None:
     assert not is_backchannel(text)
-    assert interrupts(text, 0.5)
+    assert interrupts(text, 1.5)
 
 
 def test_unclear_words_wait_for_more_while_clear_ones_interrupt_at_once() -> None:
@@ -58,6 +59,16 @@ def test_unclear_words_wait_for_more_while_clear_ones_interrupt_at_once() -> Non
     assert interrupts("Can you tell", 0.5)
     assert not interrupts("Oh okay sure", 0.7)
     assert is_interruption("Hold on a second") and is_interruption("What?")
+
+
+def test_more_letters_than_the_speech_could_hold_are_a_mishearing() -> None:
+    assert not heard_clearly("Dharad. Dharud. Dara. Darud.", 0.3)  # "Got it."
+    assert not heard_clearly("it's the music, it's the music", 3.0)  # a loop
+    assert heard_clearly("Can you tell", 0.5)
+    assert heard_clearly("I have a question about my bill", 1.5)
+    assert not interrupts("Dharad. Dharud. Dara. Darud.", 0.3)
+    assert is_short_acknowledgement("Dharad. Dharud. Dara. Darud.", 0.3)
+    assert not is_short_acknowledgement("Go to the next one", 0.75)
 
 
 def test_a_short_unclear_utterance_over_the_agent_is_an_acknowledgement() -> None:
@@ -91,7 +102,18 @@ def test_sentence_ends() -> None:
         ("Where are you from?", False),
         ("Is it possible to?", True),
         ("Can you book me a table for?", True),
-        ("Is it the?", False),
+        ("Is it the?", True),
+        ("Can you remind me to call my sister and?", True),  # no question ends on "and"
+        ("Do you know where it is?", False),
+        ("Are you?", False),
+        ("My phone number is 555.", True),  # a number read in groups
+        ("My order number is forty.", True),
+        ("The code is four two", True),
+        ("My phone number is 555-2184.", False),
+        ("My account number is seven three one nine.", False),
+        ("I am 40.", False),
+        ("A table for four.", False),
+        ("Four.", False),
         ("Thanks, that's all!", False),
         ("", False),
     ],
