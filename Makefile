@@ -18,11 +18,12 @@ PIPECAT_VERSION := 1.14.0
 # what-proves-it-is-there:package, a command on PATH or a file glob; present ones are not reinstalled.
 SYSTEM_DEPS := npm:npm /usr/lib/postgresql/*/bin/initdb:postgresql chromium:chromium baresip:baresip sipp:sip-tester
 
-.PHONY: help setup run test lint protos web bench system-deps clean
+.PHONY: help setup run test unit lint protos web bench system-deps clean
 
 help:
 	@echo "make run    set up everything and start the server (offline stack, gRPC on \$$PORT or 50051)"
 	@echo "make test   set up everything and run lint, type checks and the whole test suite"
+	@echo "make unit   the fast tests alone (tests/unit: no models, no peers; a few minutes)"
 	@echo "make protos regenerate the Python stubs and the TypeScript client from protos/"
 	@echo "make web    build the web page (clients/web -> clients/web/dist, served on \$$HTTP_PORT)"
 	@echo "make bench  run the voice-to-voice benchmark and update BENCHMARKS.md"
@@ -91,6 +92,11 @@ web: $(WEB_DIR)/node_modules/.installed
 
 test: setup system-deps lint $(BUF_DIR)/node_modules/.installed web
 	$(BIN)/pytest -ra tests
+
+# The web client's test compares the committed TypeScript stubs with a fresh `buf generate`: it
+# needs the page's npm packages too.
+unit: $(VENV)/.installed $(WEB_DIR)/node_modules/.installed
+	$(BIN)/pytest -q tests/unit
 
 protos: $(VENV)/.installed $(WEB_DIR)/node_modules/.installed
 	$(BIN)/python clients/python/gen_stubs.py

@@ -7,7 +7,8 @@ from typing import ClassVar
 
 class BackendUnavailable(Exception):
     """A provider failed in a way retrying did not fix (down, refused the key, broke the
-    protocol): the session ends with UNAVAILABLE and this message."""
+    protocol). An LLM or TTS failing mid-answer stops that answer (an UNAVAILABLE Error message;
+    the call goes on); the STT failing ends the session with UNAVAILABLE and this message."""
 
 
 class Backend:

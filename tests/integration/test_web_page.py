@@ -84,7 +84,9 @@ async def test_talk_to_the_agent_from_the_browser(
     unavailable = page.locator("#voice option:disabled")
     if await unavailable.count():
         await expect(unavailable.first).to_contain_text("unavailable:")
-    await expect(page.locator('#model option[value="qwen2.5-0.5b-instruct"]')).to_have_count(1)
+    await expect(page.locator('#model option[value="qwen2.5-coder-0.5b-instruct"]')).to_have_count(
+        1
+    )
 
     # A campaign, created through the form (the shared server's store outlives test runs).
     name = f"Geography tutor {uuid.uuid4().hex[:8]}"

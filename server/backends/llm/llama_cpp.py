@@ -24,7 +24,7 @@ from server import assets
 from server.backends.llm.base import LLM, ChatMessage, fit
 from server.inference import CPU, iterate_in_thread
 
-MODEL_ID = "qwen2.5-0.5b-instruct"
+MODEL_ID = "qwen2.5-coder-0.5b-instruct"  # as the GGUF metadata names it
 _MARK = "\x00USER-TURN\x00"
 # Tokens of the chat template around each message, and around the whole prompt.
 MESSAGE_OVERHEAD = 8

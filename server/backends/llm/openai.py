@@ -4,7 +4,7 @@ streamed as server-sent events.
 Model ids differ per provider, so they are configuration (LLM_MODELS), with Llama 3.x and Mixtral
 ids as presets. A request that fails before its first token (connection refused, 429/5xx, a drop)
 is retried with backoff; after the first token it is not (the caller already has the start of the
-answer), and the failure ends the session with UNAVAILABLE. Closing the stream early (barge-in)
+answer), and the failure stops that answer with an UNAVAILABLE Error message (the call goes on). Closing the stream early (barge-in)
 closes the HTTP response, so the provider sees the client go and stops generating.
 """
 
