@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.audio import mulaw_encode
+from server.g711 import mulaw_encode
 
 SIPP_DIR = Path(__file__).parent / "sipp"
 

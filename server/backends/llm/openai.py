@@ -10,16 +10,15 @@ closes the HTTP response, so the provider sees the client go and stops generatin
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import httpx
 
-from server.backends.base import BackendUnavailable
+from server.backends.base import BackendUnavailable, retry_before_first_output
 from server.backends.llm.base import LLM, ChatMessage, fit
 
 DEFAULT_BASE_URL = "https://api.groq.com/openai/v1"
@@ -96,31 +95,42 @@ class OpenAILLM(LLM):
             "max_tokens": self.config.max_tokens,
             "temperature": self.config.temperature,
         }
-        attempt = 0
-        while True:
-            started = False
-            try:
-                async with self._client.stream("POST", "chat/completions", json=body) as response:
-                    if response.status_code >= 400:
-                        await response.aread()
-                        raise _HTTPError(response.status_code, _error_message(response))
-                    async for delta in _deltas(response):
-                        started = True
-                        yield delta
-                    return
-            except _HTTPError as err:
-                if err.status not in RETRYABLE or attempt >= self.config.retries:
-                    raise BackendUnavailable(
-                        f"LLM endpoint answered HTTP {err.status}: {err.message}"
-                    ) from err
-            except (httpx.TransportError, _Truncated) as err:
-                if started or attempt >= self.config.retries:
-                    where = "mid-answer" if started else f"after {attempt + 1} attempts"
-                    raise BackendUnavailable(
-                        f"LLM endpoint failed {where}: {type(err).__name__}: {err}"
-                    ) from err
-            attempt += 1
-            await asyncio.sleep(self.config.backoff * 2 ** (attempt - 1))
+        started = False
+        try:
+            async for delta in retry_before_first_output(
+                lambda _attempt: self._attempt(body),
+                self.config.retries,
+                lambda attempt: self.config.backoff * 2 ** (attempt - 1),
+                _retryable,
+            ):
+                started = True
+                yield delta
+        except _HTTPError as err:
+            raise BackendUnavailable(
+                f"LLM endpoint answered HTTP {err.status}: {err.message}"
+            ) from err
+        except (httpx.TransportError, _Truncated) as err:
+            where = "mid-answer" if started else f"after {self.config.retries + 1} attempts"
+            raise BackendUnavailable(
+                f"LLM endpoint failed {where}: {type(err).__name__}: {err}"
+            ) from err
+
+    async def _attempt(self, body: dict[str, Any]) -> AsyncGenerator[str, None]:
+        """One request: its text deltas as they stream."""
+        assert self._client is not None
+        async with self._client.stream("POST", "chat/completions", json=body) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                raise _HTTPError(response.status_code, _error_message(response))
+            async for delta in _deltas(response):
+                yield delta
+
+
+def _retryable(err: Exception) -> bool:
+    """Worth another try before the first token: a refused or dropped connection, 429/5xx."""
+    if isinstance(err, _HTTPError):
+        return err.status in RETRYABLE
+    return isinstance(err, httpx.TransportError | _Truncated)
 
 
 class _HTTPError(Exception):
