@@ -14,13 +14,14 @@ import grpc
 from voiceagent.v1 import voice_agent_pb2 as pb
 from voiceagent.v1 import voice_agent_pb2_grpc as pb_grpc
 
+from server.admission import Admission
 from server.audio import AudioFormatError, Format, OutboundAudio, validate_format
 from server.backends.registry import BackendError, Backends
 from server.backends.stt.base import TurnMode, TurnOptions
 from server.campaign_store import CampaignNotFound, CampaignRecord, CampaignStore
 from server.limits import SESSION_CONFIG_LIMITS, overlong
 from server.load import LoopLagMonitor
-from server.metrics import SESSIONS_ACTIVE, SESSIONS_TOTAL
+from server.metrics import SESSIONS_TOTAL
 from server.options import (
     OptionError,
     ServerDefaults,
@@ -60,17 +61,12 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
     ) -> None:
         self._settings = settings
         self._backends = backends
-        self._ready = ready
         self._defaults = defaults
         self._campaigns = campaigns
         # UpdateConfig's loads of a new default model or voice, in the background
         self._preloads = TaskSet(_preload_failed, name_prefix="preload:")
-        self.draining = False
-        self.no_sessions = asyncio.Event()  # set while no session runs: what a drain waits for
-        self.no_sessions.set()
-        self._active = 0
-        self.sessions: set[Session] = set()
         self.loop_lag = LoopLagMonitor(settings.max_loop_lag_ms)
+        self.admission = Admission(settings.max_sessions, ready, self.loop_lag)
 
     async def aclose(self) -> None:
         """Server stop: end the background work this servicer started."""
@@ -116,42 +112,10 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncGenerator[pb.ConverseResponse, None]:
         """One Converse stream's responses, whichever transport carries them (gRPC, WebSocket)."""
-        if self.draining:
-            await abort(
-                context,
-                StatusError(
-                    grpc.StatusCode.UNAVAILABLE,
-                    "this instance is shutting down; reconnect (a load balancer sends you to another)",
-                ),
-            )
-        if not self._ready.is_set():
-            await abort(
-                context,
-                StatusError(
-                    grpc.StatusCode.UNAVAILABLE,
-                    "models are still loading; retry when the health service reports SERVING",
-                ),
-            )
-        if self._active >= self._settings.max_sessions:
-            await abort(
-                context,
-                StatusError(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"this instance already runs {self._active} sessions (MAX_SESSIONS="
-                    f"{self._settings.max_sessions}); retry on another instance or later",
-                ),
-            )
-        if self.loop_lag.overloaded():
-            await abort(
-                context,
-                StatusError(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"this instance is overloaded: its event loop runs {self.loop_lag.lag_ms:.0f} ms "
-                    f"late (MAX_LOOP_LAG_MS={self.loop_lag.limit_ms:g}); retry on another instance",
-                ),
-            )
-        self._active += 1
-        SESSIONS_ACTIVE.inc()
+        try:
+            self.admission.admit()
+        except StatusError as refused:
+            await abort(context, refused)
         try:
             try:
                 first = await request_iterator.__anext__()
@@ -178,15 +142,14 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
                 await abort(context, err)
             SESSIONS_TOTAL.inc()
             session = Session(setup)
-            self.sessions.add(session)
-            self.no_sessions.clear()
             started, status = time.monotonic(), "OK"
             ending: StatusError | None = None
             _log_session("session_start", setup, peer=context.peer())
             stream = session.run(request_iterator)
             try:
-                async for message in stream:
-                    yield message
+                with self.admission.running(session):
+                    async for message in stream:
+                        yield message
             except StatusError as failure:
                 # Abort outside this block: an abort raised here would chain the failure, whose
                 # traceback holds this frame and so the whole Session, into the RPC state grpc
@@ -198,9 +161,6 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
                 raise
             finally:
                 await stream.aclose()  # at once, not when the garbage collector gets to it
-                self.sessions.discard(session)
-                if not self.sessions:
-                    self.no_sessions.set()
                 _log_session(
                     "session_end",
                     setup,
@@ -212,8 +172,7 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
                 del session
                 await abort(context, ending)
         finally:
-            self._active -= 1
-            SESSIONS_ACTIVE.dec()
+            self.admission.release()
 
     async def _resolve(self, config: pb.SessionConfig) -> SessionSetup:
         """Defaults, campaign, backends and formats for a new session; StatusError says what is wrong.
