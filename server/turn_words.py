@@ -167,7 +167,7 @@ def is_interruption(text: str) -> bool:
 # "got it" into "Dharad. Dharud. Dara. Darud." (conversational English is ~15 letters a
 # second, fast speech ~20; the VAD counts only the voiced part of the speech).
 MAX_LETTERS_PER_SECOND = 25.0
-ALWAYS_PLAUSIBLE_LETTERS = 10
+ALWAYS_PLAUSIBLE_LETTERS = 14  # "I have a question", "Can you tell me"
 
 
 def heard_clearly(text: str, speech_seconds: float) -> bool:
