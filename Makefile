@@ -18,11 +18,12 @@ PIPECAT_VERSION := 1.14.0
 # what-proves-it-is-there:package, a command on PATH or a file glob; present ones are not reinstalled.
 SYSTEM_DEPS := npm:npm /usr/lib/postgresql/*/bin/initdb:postgresql chromium:chromium baresip:baresip sipp:sip-tester
 
-.PHONY: help setup run test lint protos web bench system-deps clean image-test
+.PHONY: help setup run test unit lint protos web bench system-deps clean image-test
 
 help:
 	@echo "make run    set up everything and start the server (offline stack, gRPC on \$$PORT or 50051)"
 	@echo "make test   set up everything and run lint, type checks and the whole test suite"
+	@echo "make unit   the fast tests alone (tests/unit: no models, no peers; a few minutes)"
 	@echo "make protos regenerate the Python stubs and the TypeScript client from protos/"
 	@echo "make web    build the web page (clients/web -> clients/web/dist, served on \$$HTTP_PORT)"
 	@echo "make bench  run the voice-to-voice benchmark and update BENCHMARKS.md"
@@ -34,20 +35,21 @@ $(BIN)/python:
 
 # llama-cpp-python ships only as source (~5 min to build on 2 cores): build the wheel once into
 # the cache, outside the checkout, so later setups and CI runs on this machine reuse it.
-$(VENV)/.installed: pyproject.toml sip_bridge/pyproject.toml Makefile | $(BIN)/python
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml sip_bridge/pyproject.toml Makefile | $(BIN)/python
 	@mkdir -p $(WHEELS)
 	@if ! ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1; then \
 		echo "building llama-cpp-python $(LLAMA_CPP_VERSION) once (about 5 minutes)..."; \
 		CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip wheel -q --no-deps \
 			llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEELS); \
 	fi
-	$(BIN)/pip install -q --find-links $(WHEELS) -e '.[dev]'
+	@# The client SDK (clients/python, `voiceagent`) is its own distribution; the server needs it.
+	$(BIN)/pip install -q --find-links $(WHEELS) -e ./clients/python -e '.[dev]'
 	@# silero-vad's own dependencies pull in torch; we only need the ONNX file it ships.
 	$(BIN)/pip install -q --no-deps silero-vad==$(SILERO_VAD_VERSION)
 	@# pipecat-ai ships the Smart Turn ONNX file; its dependencies are not needed (never imported).
 	$(BIN)/pip install -q --no-deps pipecat-ai==$(PIPECAT_VERSION)
 	@# The SIP bridge is its own package (PJSIP is GPL-2.0): same venv, separate distribution.
-	$(BIN)/pip install -q -e ./sip_bridge
+	$(BIN)/pip install -q -e ./clients/python -e ./sip_bridge
 	@touch $@
 
 setup: $(VENV)/.installed
@@ -92,6 +94,11 @@ web: $(WEB_DIR)/node_modules/.installed
 test: setup system-deps lint $(BUF_DIR)/node_modules/.installed web
 	$(BIN)/pytest -ra tests
 
+# The web client's test compares the committed TypeScript stubs with a fresh `buf generate`: it
+# needs the page's npm packages too.
+unit: $(VENV)/.installed $(WEB_DIR)/node_modules/.installed
+	$(BIN)/pytest -q tests/unit
+
 protos: $(VENV)/.installed $(WEB_DIR)/node_modules/.installed
 	$(BIN)/python clients/python/gen_stubs.py
 	npm run --prefix $(WEB_DIR) --silent generate
@@ -105,4 +112,4 @@ image-test: setup
 	bash deploy/test-image.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache $(WEB_DIR)/node_modules $(WEB_DIR)/dist
+	rm -rf $(VENV) build *.egg-info clients/python/*.egg-info sip_bridge/*.egg-info .pytest_cache .mypy_cache .ruff_cache $(WEB_DIR)/node_modules $(WEB_DIR)/dist

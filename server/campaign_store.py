@@ -1,6 +1,6 @@
 """Campaign storage: one small interface, SQLite by default and PostgreSQL when `DATABASE_URL` says so.
 
-Several server instances may share one PostgreSQL database (see DESIGN.md, Deployment), so every
+Several server instances may share one PostgreSQL database (scale-out, see deploy/), so every
 write is a single SQL statement: two writers touching different fields never lose each other's
 change, and `expected_version` (the API's etag) turns a lost update into `CampaignConflict`.
 The methods are synchronous; the servicer calls them through `asyncio.to_thread`.

@@ -4,7 +4,6 @@ the same event loop the HTTP side (server/web.py: web page, browser RPCs, /metri
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import time
@@ -30,7 +29,6 @@ from server.limits import MAX_MESSAGE_BYTES
 from server.options import Defaults, ServerDefaults
 from server.service import VoiceAgentService
 from server.settings import Settings
-from server.status import StatusError
 from server.tasks import cancel_and_wait
 from server.web import WEB_DIR, WebGateway
 
@@ -165,18 +163,7 @@ class VoiceAgentServer:
         """SIGTERM: take no new streams, let each running one finish its current turn, end the
         rest after `seconds` with UNAVAILABLE (clients reconnect to another instance)."""
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.service.draining = True
-        for session in list(self.service.sessions):
-            session.drain()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.service.no_sessions.wait(), seconds)
-        for session in list(self.service.sessions):
-            session.fail(
-                StatusError(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"server shut down before the turn ended (DRAIN_SECONDS={seconds:g}); reconnect",
-                )
-            )
+        await self.service.admission.drain(seconds)
         await self.stop(grace=2)
 
     async def stop(self, grace: float | None = None) -> None:
@@ -218,7 +205,7 @@ async def serve(settings: Settings) -> None:
     await stopper
     log.info(
         "draining: %d session(s), up to %d s to finish their turn",
-        len(server.service.sessions),
+        len(server.service.admission.sessions),
         settings.drain_seconds,
     )
     await server.drain(settings.drain_seconds)

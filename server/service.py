@@ -15,6 +15,7 @@ from opentelemetry import trace
 from voiceagent.v1 import voice_agent_pb2 as pb
 from voiceagent.v1 import voice_agent_pb2_grpc as pb_grpc
 
+from server.admission import Admission
 from server.audio import AudioFormatError, Format, OutboundAudio, validate_format
 from server.backends.registry import BackendError, Backends
 from server.backends.stt.base import TurnMode, TurnOptions
@@ -29,7 +30,7 @@ from server.campaign_store import (
 from server.campaigns import stored_tools, version_from_etag
 from server.limits import SESSION_CONFIG_LIMITS, overlong
 from server.load import LoopLagMonitor
-from server.metrics import SESSIONS_ACTIVE, SESSIONS_TOTAL
+from server.metrics import SESSIONS_TOTAL
 from server.options import (
     OptionError,
     ServerDefaults,
@@ -72,17 +73,12 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
     ) -> None:
         self._settings = settings
         self._backends = backends
-        self._ready = ready
         self._defaults = defaults
         self._campaigns = campaigns
         # UpdateConfig's loads of a new default model or voice, in the background
         self._preloads = TaskSet(_preload_failed, name_prefix="preload:")
-        self.draining = False
-        self.no_sessions = asyncio.Event()  # set while no session runs: what a drain waits for
-        self.no_sessions.set()
-        self._active = 0
-        self.sessions: set[Session] = set()
         self.loop_lag = LoopLagMonitor(settings.max_loop_lag_ms)
+        self.admission = Admission(settings.max_sessions, ready, self.loop_lag)
 
     async def aclose(self) -> None:
         """Server stop: end the background work this servicer started."""
@@ -128,42 +124,10 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncGenerator[pb.ConverseResponse, None]:
         """One Converse stream's responses, whichever transport carries them (gRPC, WebSocket)."""
-        if self.draining:
-            await abort(
-                context,
-                StatusError(
-                    grpc.StatusCode.UNAVAILABLE,
-                    "this instance is shutting down; reconnect (a load balancer sends you to another)",
-                ),
-            )
-        if not self._ready.is_set():
-            await abort(
-                context,
-                StatusError(
-                    grpc.StatusCode.UNAVAILABLE,
-                    "models are still loading; retry when the health service reports SERVING",
-                ),
-            )
-        if self._active >= self._settings.max_sessions:
-            await abort(
-                context,
-                StatusError(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"this instance already runs {self._active} sessions (MAX_SESSIONS="
-                    f"{self._settings.max_sessions}); retry on another instance or later",
-                ),
-            )
-        if self.loop_lag.overloaded():
-            await abort(
-                context,
-                StatusError(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"this instance is overloaded: its event loop runs {self.loop_lag.lag_ms:.0f} ms "
-                    f"late (MAX_LOOP_LAG_MS={self.loop_lag.limit_ms:g}); retry on another instance",
-                ),
-            )
-        self._active += 1
-        SESSIONS_ACTIVE.inc()
+        try:
+            self.admission.admit()
+        except StatusError as refused:
+            await abort(context, refused)
         try:
             try:
                 first = await request_iterator.__anext__()
@@ -190,8 +154,6 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
                 await abort(context, err)
             SESSIONS_TOTAL.inc()
             session = Session(setup)
-            self.sessions.add(session)
-            self.no_sessions.clear()
             started, status = time.monotonic(), "OK"
             ending: StatusError | None = None
             span = start_session_span(
@@ -203,44 +165,42 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
             recorder = self._call_recorder(setup, context, span)
             turn_spans = TurnSpans(span, setup.session_id) if span.is_recording() else None
             stream = session.run(_Observed(request_iterator, recorder, turn_spans))
-            try:
-                async for message in stream:
-                    recorder.observe_response(message)
-                    if turn_spans is not None:
-                        turn_spans.response(message, time.time_ns())
-                    yield message
-            except StatusError as failure:
-                # Abort outside this block: an abort raised here would chain the failure, whose
-                # traceback holds this frame and so the whole Session, into the RPC state grpc
-                # keeps after the call (found by the fuzz tests).
-                ending = StatusError(failure.code, failure.message)  # without its traceback
-                status = failure.code.name
-            except (asyncio.CancelledError, GeneratorExit):  # the consumer stopped reading us
-                status = "CANCELLED"
-                raise
-            finally:
-                await stream.aclose()  # at once, not when the garbage collector gets to it
-                # The record's end is written before the session counts as gone: a drain that
-                # saw no sessions would stop the server under the write.
-                await recorder.finish(grpc.StatusCode[status], ending.message if ending else "")
-                self.sessions.discard(session)
-                if not self.sessions:
-                    self.no_sessions.set()
-                _log_session(
-                    "session_end",
-                    setup,
-                    status=status,
-                    turns=session.turns,
-                    duration_s=round(time.monotonic() - started, 3),
-                )
-                span.set_attribute("voice_agent.turns", session.turns)
-                end_with_status(span, grpc.StatusCode[status], ending.message if ending else "")
+            # The session runs (a drain tells it and waits for it) until its record is written.
+            with self.admission.running(session):
+                try:
+                    async for message in stream:
+                        recorder.observe_response(message)
+                        if turn_spans is not None:
+                            turn_spans.response(message, time.time_ns())
+                        yield message
+                except StatusError as failure:
+                    # Abort outside this block: an abort raised here would chain the failure, whose
+                    # traceback holds this frame and so the whole Session, into the RPC state grpc
+                    # keeps after the call (found by the fuzz tests).
+                    ending = StatusError(failure.code, failure.message)  # without its traceback
+                    status = failure.code.name
+                except (asyncio.CancelledError, GeneratorExit):  # the consumer stopped reading us
+                    status = "CANCELLED"
+                    raise
+                finally:
+                    await stream.aclose()  # at once, not when the garbage collector gets to it
+                    # The record's end is written before the session counts as gone: a drain that
+                    # saw no sessions would stop the server under the write.
+                    await recorder.finish(grpc.StatusCode[status], ending.message if ending else "")
+                    _log_session(
+                        "session_end",
+                        setup,
+                        status=status,
+                        turns=session.turns,
+                        duration_s=round(time.monotonic() - started, 3),
+                    )
+                    span.set_attribute("voice_agent.turns", session.turns)
+                    end_with_status(span, grpc.StatusCode[status], ending.message if ending else "")
             if ending is not None:
                 del session
                 await abort(context, ending)
         finally:
-            self._active -= 1
-            SESSIONS_ACTIVE.dec()
+            self.admission.release()
 
     def _call_recorder(
         self, setup: SessionSetup, context: grpc.aio.ServicerContext, span: trace.Span

@@ -1,4 +1,4 @@
-"""Server settings, read once from the environment (names are public: see DESIGN.md)."""
+"""Server settings, read once from the environment (names are public: the README's configuration table)."""
 
 from __future__ import annotations
 

@@ -192,7 +192,7 @@ class SmartTurnV3(TurnCompletionModel):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        # Two threads are no faster than one here (DESIGN.md), and the other core is busy with
+        # Two threads are no faster than one here (measured on 2 cores), and the other core is busy with
         # Whisper's final decode at the same moment.
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1

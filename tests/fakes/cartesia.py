@@ -19,7 +19,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from server.audio import alaw_encode, mulaw_encode
+from server.g711 import alaw_encode, mulaw_encode
 from tests.fakes.websocket_server import FakeWebSocketServer, drop
 
 SECONDS_PER_CHARACTER = 0.06

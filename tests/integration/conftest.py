@@ -19,6 +19,16 @@ from server.settings import Settings
 RATE = 16000
 
 
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/integration is `integration` (`pytest -m "not integration"`)."""
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.integration)
+
+
 @functools.cache
 def _voice() -> Any:
     from piper import PiperVoice

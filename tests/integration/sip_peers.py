@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.audio import mulaw_encode
+from server.g711 import mulaw_encode
 
 SIPP_DIR = Path(__file__).parent / "sipp"
 
@@ -99,6 +99,10 @@ class BridgeProcess:
 
 
 def start_bridge(server_port: int, *extra: str, span: int = 8) -> BridgeProcess:
+    """A bridge process; one PJSIP process (`--max-calls 4`) unless `extra` says otherwise, so a
+    test that is not about the dispatcher does not start the default's four workers."""
+    if "--max-calls" not in extra:
+        extra = ("--max-calls", "4", *extra)
     sip_port = free_udp_port(span)  # with --max-calls > 4, workers take the ports after it
     rtp_port = free_udp_port(2)
     process = subprocess.Popen(

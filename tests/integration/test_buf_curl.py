@@ -45,7 +45,9 @@ async def test_ai_options_and_campaigns_with_buf_curl(offline_server: VoiceAgent
     assert piper[0]["id"] == "en_US-joe-medium" and piper[0]["available"]
 
     models = await buf_curl(offline_server, "voiceagent.v1.VoiceAgent/ListModels", {})
-    assert any(m["id"] == "qwen2.5-0.5b-instruct" and m["available"] for m in models["models"])  # type: ignore[union-attr, index]
+    assert any(
+        m["id"] == "qwen2.5-coder-0.5b-instruct" and m["available"] for m in models["models"]
+    )  # type: ignore[union-attr, index]
 
     preview = await buf_curl(
         offline_server,

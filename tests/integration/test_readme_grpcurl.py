@@ -55,13 +55,13 @@ async def test_readme_grpcurl_examples_run_as_written(
         stdout, stderr = await asyncio.wait_for(process.communicate(), 240)
         output = stdout.decode()
         assert process.returncode == 0, f"{output}\n{stderr.decode()}"
-        assert '"en_US-joe-medium"' in output and '"qwen2.5-0.5b-instruct"' in output
+        assert '"en_US-joe-medium"' in output and '"qwen2.5-coder-0.5b-instruct"' in output
         with wave.open(str(tmp_path / "preview.wav")) as preview:
             assert preview.getnframes() > 12000  # over half a second at 24 kHz
         assert '"system_prompt": "You are a terse assistant."' in output
         config = offline_server.defaults.value
         assert (config.llm_model, config.system_prompt) == (
-            "qwen2.5-0.5b-instruct",
+            "qwen2.5-coder-0.5b-instruct",
             "You are a terse assistant.",
         )
         assert "agent:" in output  # the campaign's call was answered

@@ -235,7 +235,9 @@ async def test_talk_to_the_agent_from_the_browser(
         voice = page.locator('#voice option[value="en_US-joe-medium"]')
         await expect(voice).to_have_text("Joe (US English, medium)")
         assert await voice.is_enabled()
-        await expect(page.locator('#model option[value="qwen2.5-0.5b-instruct"]')).to_have_count(1)
+        await expect(
+            page.locator('#model option[value="qwen2.5-coder-0.5b-instruct"]')
+        ).to_have_count(1)
         await expect(page.locator("#developer")).to_contain_text(
             "deepgram-flux unavailable: DEEPGRAM_API_KEY not set"
         )
@@ -260,7 +262,7 @@ async def test_talk_to_the_agent_from_the_browser(
         await page.click("#start")
         call = page.locator("#call-1")
         await expect(call.locator(".setup")).to_contain_text(
-            "Whisper (on this server) · qwen2.5-0.5b-instruct · Joe (US English, medium)",
+            "Whisper (on this server) · qwen2.5-coder-0.5b-instruct · Joe (US English, medium)",
             timeout=30_000,
         )
         user = call.locator("li.user:not(.interim)").first

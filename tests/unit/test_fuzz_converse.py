@@ -495,13 +495,13 @@ async def settle(s: Scripted, active_before: float) -> None:
     deadline = time.monotonic() + SETTLE_S
     while time.monotonic() < deadline:
         if (
-            not s.server.service.sessions
+            not s.server.service.admission.sessions
             and not session_tasks()
             and sessions_active() == active_before
         ):
             break
         await asyncio.sleep(0.01)
-    assert not s.server.service.sessions, "a session outlived its stream"
+    assert not s.server.service.admission.sessions, "a session outlived its stream"
     assert session_tasks() == [], "session tasks outlived their stream"
     assert sessions_active() == active_before, "voice_agent_sessions_active did not come back"
 

@@ -45,7 +45,9 @@ async def test_list_models_and_voices(start_server: StartServer) -> None:
         }
         assert models[("scripted-small", "scripted-llm")].available
         assert models[("other-model", "other-llm")].loaded
-        local = models[("qwen2.5-0.5b-instruct", "llama-cpp")]  # listed, not loaded in unit tests
+        local = models[
+            ("qwen2.5-coder-0.5b-instruct", "llama-cpp")
+        ]  # listed, not loaded in unit tests
         assert local.available and not local.loaded
         voices = (await api.ListVoices(pb.ListVoicesRequest(backend="scripted-tts"))).voices
         assert [(v.id, v.backend, v.language) for v in voices] == [

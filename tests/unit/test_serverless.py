@@ -137,7 +137,7 @@ async def test_idle_session_is_closed(start_server: StartServer, open_call) -> N
     assert (
         call.status == grpc.StatusCode.DEADLINE_EXCEEDED and "IDLE_TIMEOUT_SECONDS" in call.details
     )
-    assert not s.server.service.sessions
+    assert not s.server.service.admission.sessions
 
 
 async def test_oversized_audio_message_is_refused(start_server: StartServer, open_call) -> None:

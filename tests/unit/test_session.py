@@ -366,12 +366,12 @@ async def test_client_disconnect_mid_turn_leaves_no_task_behind(
     assert any(t.get_name().startswith(prefix) for t in asyncio.all_tasks())
     call.conversation._call.cancel()  # type: ignore[union-attr]
     for _ in range(100):
-        if not s.server.service.sessions and not any(
+        if not s.server.service.admission.sessions and not any(
             t.get_name().startswith(prefix) for t in asyncio.all_tasks()
         ):
             break
         await asyncio.sleep(0.02)
-    assert not s.server.service.sessions
+    assert not s.server.service.admission.sessions
     assert [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith(prefix)] == []
     assert s.llm.closed_early == 1
 

@@ -166,7 +166,7 @@ async def test_converse_over_a_websocket(start_server: StartServer) -> None:
         await ws.send(pb.ConverseRequest(hangup=pb.Hangup()).SerializeToString())
         code, _, _ = await closed_with(ws)
     assert code == 1000
-    assert not s.server.service.sessions
+    assert not s.server.service.admission.sessions
 
 
 @pytest.mark.parametrize(
@@ -192,7 +192,7 @@ async def test_bad_frames_get_a_close_code_and_the_server_stays_up(
     if code >= 4000:  # a gRPC status: the full message came first as an Error frame
         assert seen[-1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     await asyncio.sleep(0.1)
-    assert not s.server.service.sessions
+    assert not s.server.service.admission.sessions
     async with connect(converse_url(s)) as ws:  # the next caller is served as usual
         await ws.send(CONFIG.SerializeToString())
         await receive(ws, "session_started")
@@ -217,9 +217,9 @@ async def test_a_browser_that_leaves_ends_its_session(start_server: StartServer)
     await receive(ws, "session_started")
     await ws.send(pb.ConverseRequest(text="Talk for a while").SerializeToString())
     await receive(ws, "agent_text")
-    assert len(s.server.service.sessions) == 1
+    assert len(s.server.service.admission.sessions) == 1
     ws.transport.abort()  # no close frame: the tab was closed
-    await asyncio.wait_for(s.server.service.no_sessions.wait(), 3)
+    await asyncio.wait_for(s.server.service.admission.no_sessions.wait(), 3)
 
 
 async def test_token_guards_http_rpcs_and_the_websocket(start_server: StartServer) -> None:

@@ -1,9 +1,11 @@
-"""The `voice-agent` command: `serve` the server, `talk` to one from a wav file, `models` setup."""
+"""The `voice-agent` command: `talk` to a server from a wav file, `health`; where the server is
+installed also `serve` it and assemble its `models`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import sys
@@ -14,6 +16,8 @@ from typing import Any
 
 import grpc
 import numpy as np
+import soundfile
+import soxr
 from google.protobuf.json_format import MessageToDict
 
 from voiceagent.client import VoiceAgentClient, linear16
@@ -21,23 +25,33 @@ from voiceagent.v1 import voice_agent_pb2 as pb
 
 FRAME_MS = 20
 RATES = (8000, 16000, 24000, 48000)
+WAV_SUBTYPES = {"PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"}
 
 
 def read_wav(path: str) -> tuple[np.ndarray, int]:
-    """Mono int16 samples at a rate the server takes (resampled to 16 kHz if need be)."""
-    with wave.open(path, "rb") as wav:
-        if wav.getsampwidth() != 2:
-            raise SystemExit(f"{path}: only 16-bit PCM wav files are supported")
-        rate, channels = wav.getframerate(), wav.getnchannels()
-        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
-    if channels > 1:
-        pcm = pcm.reshape(-1, channels).mean(axis=1).astype(np.int16)
-    if rate not in RATES:
-        import soxr
+    """Mono int16 samples at a rate the server takes (resampled to 16 kHz if need be).
 
+    Any PCM wav the usual tools write (8 to 32 bits, WAVE_FORMAT_EXTENSIBLE as sox writes it,
+    float); anything else is a one-line SystemExit, not a traceback.
+    """
+    try:
+        info = soundfile.info(path)
+    except (soundfile.LibsndfileError, OSError) as err:
+        raise SystemExit(f"{path}: cannot be read as a wav file ({err})") from None
+    if info.format not in ("WAV", "WAVEX") or info.subtype not in WAV_SUBTYPES:
+        raise SystemExit(
+            f"{path}: {info.format_info}, {info.subtype_info}: only PCM (or float) wav files "
+            "are supported"
+        )
+    if info.frames == 0:
+        raise SystemExit(f"{path}: the wav file holds no audio")
+    # as float (libsndfile does not scale float files to int16), mixed down to mono
+    samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    pcm = np.round(np.clip(samples.mean(axis=1), -1.0, 1.0) * 32767).astype(np.int16)
+    if rate not in RATES:
         pcm = np.asarray(soxr.resample(pcm, rate, 16000), dtype=np.int16)
         rate = 16000
-    return pcm.astype(np.int16), rate
+    return np.ascontiguousarray(pcm, dtype=np.int16), int(rate)
 
 
 def write_wav(path: str, audio: bytes, rate: int) -> None:
@@ -273,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
 
     t = sub.add_parser("talk", help="talk to a server from a wav file")
     t.add_argument("--server", default="127.0.0.1:50051")
-    t.add_argument("--input", required=True, help="16-bit PCM wav, any rate (mono preferred)")
+    t.add_argument(
+        "--input", required=True, help="PCM wav (8-32 bit or float), any rate (mono preferred)"
+    )
     t.add_argument("--output", help="write the agent's audio here (wav)")
     t.add_argument(
         "--output-rate", type=int, choices=RATES, help="agent audio rate (default: input's)"
@@ -316,6 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--ca", help="PEM file of the CA (or self-signed cert) to trust; implies --tls")
 
     args = parser.parse_args(argv)
+    if args.command in ("serve", "models") and importlib.util.find_spec("server") is None:
+        raise SystemExit(
+            f"voice-agent {args.command}: the server is not installed here (this is the client "
+            "alone); install the repository root's distribution, e.g. `make setup`"
+        )
     if args.command == "serve":
         if args.port:
             os.environ["PORT"] = str(args.port)

@@ -33,7 +33,7 @@ from server.backends.llm.base import LLM, ChatMessage, ToolCall, fit
 from server.inference import CPU, iterate_in_thread
 from server.tools.spec import ToolSpec
 
-MODEL_ID = "qwen2.5-0.5b-instruct"
+MODEL_ID = "qwen2.5-coder-0.5b-instruct"  # as the GGUF metadata names it
 _MARK = "\x00USER-TURN\x00"
 # Tokens of the chat template around each message, and around the whole prompt.
 MESSAGE_OVERHEAD = 8

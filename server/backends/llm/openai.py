@@ -4,22 +4,21 @@ streamed as server-sent events.
 Model ids differ per provider, so they are configuration (LLM_MODELS), with Llama 3.x and Mixtral
 ids as presets. A request that fails before its first token (connection refused, 429/5xx, a drop)
 is retried with backoff; after the first token it is not (the caller already has the start of the
-answer), and the failure ends the session with UNAVAILABLE. Closing the stream early (barge-in)
+answer), and the failure stops that answer with an UNAVAILABLE Error message (the call goes on). Closing the stream early (barge-in)
 closes the HTTP response, so the provider sees the client go and stops generating.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import httpx
 
-from server.backends.base import BackendUnavailable
+from server.backends.base import BackendUnavailable, retry_before_first_output
 from server.backends.llm.base import LLM, ChatMessage, ToolCall, fit
 from server.tools.spec import ToolSpec
 
@@ -112,31 +111,42 @@ class OpenAILLM(LLM):
                 }
                 for t in tools
             ]
-        attempt = 0
-        while True:
-            started = False
-            try:
-                async with self._client.stream("POST", "chat/completions", json=body) as response:
-                    if response.status_code >= 400:
-                        await response.aread()
-                        raise _HTTPError(response.status_code, _error_message(response))
-                    async for delta in _deltas(response):
-                        started = True
-                        yield delta
-                    return
-            except _HTTPError as err:
-                if err.status not in RETRYABLE or attempt >= self.config.retries:
-                    raise BackendUnavailable(
-                        f"LLM endpoint answered HTTP {err.status}: {err.message}"
-                    ) from err
-            except (httpx.TransportError, _Truncated) as err:
-                if started or attempt >= self.config.retries:
-                    where = "mid-answer" if started else f"after {attempt + 1} attempts"
-                    raise BackendUnavailable(
-                        f"LLM endpoint failed {where}: {type(err).__name__}: {err}"
-                    ) from err
-            attempt += 1
-            await asyncio.sleep(self.config.backoff * 2 ** (attempt - 1))
+        started = False
+        try:
+            async for delta in retry_before_first_output(
+                lambda _attempt: self._attempt(body),
+                self.config.retries,
+                lambda attempt: self.config.backoff * 2 ** (attempt - 1),
+                _retryable,
+            ):
+                started = True
+                yield delta
+        except _HTTPError as err:
+            raise BackendUnavailable(
+                f"LLM endpoint answered HTTP {err.status}: {err.message}"
+            ) from err
+        except (httpx.TransportError, _Truncated) as err:
+            where = "mid-answer" if started else f"after {self.config.retries + 1} attempts"
+            raise BackendUnavailable(
+                f"LLM endpoint failed {where}: {type(err).__name__}: {err}"
+            ) from err
+
+    async def _attempt(self, body: dict[str, Any]) -> AsyncGenerator[str | ToolCall, None]:
+        """One request: its text deltas as they stream, then its tool calls."""
+        assert self._client is not None
+        async with self._client.stream("POST", "chat/completions", json=body) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                raise _HTTPError(response.status_code, _error_message(response))
+            async for delta in _deltas(response):
+                yield delta
+
+
+def _retryable(err: Exception) -> bool:
+    """Worth another try before the first token: a refused or dropped connection, 429/5xx."""
+    if isinstance(err, _HTTPError):
+        return err.status in RETRYABLE
+    return isinstance(err, httpx.TransportError | _Truncated)
 
 
 def _message(message: ChatMessage) -> dict[str, Any]:

@@ -3,7 +3,7 @@ Smart Turn v3.2 deciding when a turn is complete (server/smart_turn.py).
 
 faster-whisper's `transcribe()` pads every input to 30 s (~0.5 s a call whatever the length);
 we call the CTranslate2 model on the turn's own features plus a short zero tail instead, which
-makes an interim transcript cost 65-250 ms (DESIGN.md). Finals use beam 2, interims greedy.
+makes an interim transcript cost 65-250 ms (measured on 2 cores). Finals use beam 2, interims greedy.
 
 An interim decode covers audio cut mid-word, and Whisper then often loops ("Please cancel my
 appointment. Please cancel, Maya Point. Please cancel my appointing."). Every decode's output is

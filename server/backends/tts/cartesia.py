@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
@@ -26,9 +26,9 @@ import numpy as np
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from server.audio import ALAW_DECODE, MULAW_DECODE
-from server.backends.base import BackendUnavailable
+from server.backends.base import BackendUnavailable, retry_before_first_output
 from server.backends.tts.base import TTS, Encoding, SynthesizedAudio, TTSTurn, VoiceInfo
+from server.g711 import g711_decode
 from server.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ USER_AGENT = "voice-agent/0.1 (self-hosted voice agent server; cartesia TTS back
 # Used until GET /voices answers (and when CARTESIA_VOICES is not set): a voice of Cartesia's docs.
 PRESET_VOICES = [VoiceInfo("a0e99841-438c-4a64-b679-ae501e7d6091", "Barbershop Man", "en", "male")]
 AUDIO_TIMEOUT = 10.0  # seconds without a message while we wait for audio
+PIECE_RETRIES = 2  # a piece lost before any of its audio is tried on a new context this often
 _ENCODINGS: dict[Encoding, str] = {
     "linear16": "pcm_s16le",
     "mulaw": "pcm_mulaw",
@@ -251,21 +252,20 @@ class CartesiaTurn(TTSTurn):
         return self.context_id
 
     async def synthesize(self, text: str) -> AsyncIterator[SynthesizedAudio]:
-        for attempt in range(3):
-            received = False
-            try:
-                async for audio in self._piece(text):
-                    received = True
-                    yield audio
-                return
-            except BackendUnavailable:
-                if received or attempt == 2:
-                    raise
-                # Lost before any audio of this piece: a new context on a new connection.
+        def attempt(number: int) -> AsyncGenerator[SynthesizedAudio, None]:
+            if number:  # lost before any audio of this piece: a new context on a new connection
                 self._end_context()
-                await asyncio.sleep(0.05 * (attempt + 1))
+            return self._piece(text)
 
-    async def _piece(self, text: str) -> AsyncIterator[SynthesizedAudio]:
+        async for audio in retry_before_first_output(
+            attempt,
+            PIECE_RETRIES,
+            lambda number: 0.05 * number,
+            lambda err: isinstance(err, BackendUnavailable),
+        ):
+            yield audio
+
+    async def _piece(self, text: str) -> AsyncGenerator[SynthesizedAudio, None]:
         context_id = self._begin()
         request = self.cartesia._request(context_id, self.voice, self.sample_rate, self.encoding)
         await self.cartesia._send({**request, "transcript": text + " ", "continue": True})
@@ -293,10 +293,8 @@ class CartesiaTurn(TTSTurn):
                 )
 
     def _decode(self, data: bytes) -> np.ndarray:
-        if self.encoding == "mulaw":
-            return MULAW_DECODE[np.frombuffer(data, dtype=np.uint8)]
-        if self.encoding == "alaw":
-            return ALAW_DECODE[np.frombuffer(data, dtype=np.uint8)]
+        if self.encoding != "linear16":
+            return g711_decode(data, self.encoding)
         return np.frombuffer(data[: len(data) - len(data) % 2], dtype="<i2").astype(np.int16)
 
     def _end_context(self) -> None:

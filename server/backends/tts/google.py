@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, ClassVar
 
 import grpc
@@ -20,7 +20,7 @@ import numpy as np
 from google.api_core import exceptions as google_errors
 from google.api_core.client_options import ClientOptions
 
-from server.backends.base import BackendUnavailable
+from server.backends.base import BackendUnavailable, retry_before_first_output
 from server.backends.tts.base import TTS, SynthesizedAudio, VoiceInfo
 
 log = logging.getLogger(__name__)
@@ -109,21 +109,22 @@ class GoogleTTS(TTS):
     ) -> AsyncIterator[SynthesizedAudio]:
         if self._client is None:
             await self.load()
-        for attempt in range(self.retries + 1):
-            received = False
-            try:
-                async for pcm in self._stream(text, voice, sample_rate):
-                    received = True
-                    yield SynthesizedAudio(pcm, sample_rate)
-                return
-            except RETRYABLE as err:
-                if received or attempt == self.retries:
-                    raise BackendUnavailable(f"Google TTS unavailable: {err.message}") from err
-                await asyncio.sleep(0.1 * 2**attempt)
-            except google_errors.GoogleAPICallError as err:
-                raise BackendUnavailable(f"Google TTS error: {err.code}: {err.message}") from err
+        try:
+            async for pcm in retry_before_first_output(
+                lambda _attempt: self._stream(text, voice, sample_rate),
+                self.retries,
+                lambda attempt: 0.1 * 2 ** (attempt - 1),
+                lambda err: isinstance(err, RETRYABLE),
+            ):
+                yield SynthesizedAudio(pcm, sample_rate)
+        except RETRYABLE as err:
+            raise BackendUnavailable(f"Google TTS unavailable: {err.message}") from err
+        except google_errors.GoogleAPICallError as err:
+            raise BackendUnavailable(f"Google TTS error: {err.code}: {err.message}") from err
 
-    async def _stream(self, text: str, voice: str, sample_rate: int) -> AsyncIterator[np.ndarray]:
+    async def _stream(
+        self, text: str, voice: str, sample_rate: int
+    ) -> AsyncGenerator[np.ndarray, None]:
         from google.cloud import texttospeech_v1 as tts
 
         async def requests() -> AsyncIterator[Any]:

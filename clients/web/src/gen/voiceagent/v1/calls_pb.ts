@@ -115,7 +115,7 @@ export type Call = Message<"voiceagent.v1.Call"> & {
   sipCalled: string;
 
   /**
-   * backend names with model and voice, e.g. "llama-cpp:qwen2.5-0.5b-instruct".
+   * backend names with model and voice, e.g. "llama-cpp:qwen2.5-coder-0.5b-instruct".
    *
    * @generated from field: string stt = 8;
    */
