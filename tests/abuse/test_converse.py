@@ -285,6 +285,8 @@ async def test_a_websocket_session_failure_sends_one_error_frame(server: ServerP
 
 
 def test_a_cancelled_non_reading_stream_is_logged_cancelled(server: ServerProcess) -> None:
+    # An earlier test's session may log its end meanwhile (its call record is written first).
+    before = {str(end["session_id"]) for end in session_ends(server)}
     stop = threading.Event()
     call = converse(server, typing(stop))
     time.sleep(1.0)  # the greeting fills the transport's window: a write is pending
@@ -292,6 +294,7 @@ def test_a_cancelled_non_reading_stream_is_logged_cancelled(server: ServerProces
     stop.set()
     assert server.wait_sessions(0, within=5) == 0
     time.sleep(0.5)
-    assert session_ends(server)[-1]["status"] == "CANCELLED"
+    ends = [end for end in session_ends(server) if str(end["session_id"]) not in before]
+    assert "CANCELLED" in [end["status"] for end in ends], ends
     assert "ExecuteBatchError" not in server.log_text()
     assert "Traceback" not in server.log_text()
