@@ -55,47 +55,61 @@ async def iterate_in_thread(
 
 
 class CpuPriority:
-    """Who gets the two cores when speech synthesis and token generation both want them.
+    """Who gets the two cores when the caller is waiting and token generation wants them too.
 
-    Audio the caller is waiting for comes first: while any synthesis runs, LLM generation pauses
-    between tokens. The LLM writes ~10x faster than speech plays, so it loses nothing the caller
-    hears, while the first audio of a reply stops competing with it for the cores.
+    Two kinds of work come before token generation:
+    - `urgent()` (speech synthesis): generation pauses between tokens. The LLM writes ~10x faster
+      than speech plays, so it loses nothing the caller hears, while the first audio of a reply
+      stops competing with it for the cores.
+    - `pressing()` (the final decode, the turn model: one thread each): generation goes on with
+      fewer threads (`background_threads`). Pausing it would put the whole decode in front of a
+      speculative answer's first tokens; keeping all its threads would slow the decode that the
+      end of the turn waits for.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._urgent = 0
+        self._pressing = 0
         self._idle = threading.Event()
         self._idle.set()
 
-    def urgent(self) -> _Urgent:
-        return _Urgent(self)
+    def urgent(self) -> _Priority:
+        return _Priority(self, "urgent")
+
+    def pressing(self) -> _Priority:
+        return _Priority(self, "pressing")
 
     def yield_to_urgent(self, at_most: float = 0.5) -> None:
         """Called by background work between steps; returns at once when nothing is urgent."""
         self._idle.wait(at_most)
 
-    def _enter(self) -> None:
-        with self._lock:
-            self._urgent += 1
-            self._idle.clear()
+    def background_threads(self, threads: int) -> int:
+        """How many of its `threads` background work should use now."""
+        return max(1, threads - 1) if self._pressing else threads
 
-    def _exit(self) -> None:
+    def _change(self, kind: str, by: int) -> None:
         with self._lock:
-            self._urgent -= 1
-            if self._urgent == 0:
+            if kind == "urgent":
+                self._urgent += by
+            else:
+                self._pressing += by
+            if self._urgent:
+                self._idle.clear()
+            else:
                 self._idle.set()
 
 
-class _Urgent:
-    def __init__(self, priority: CpuPriority) -> None:
+class _Priority:
+    def __init__(self, priority: CpuPriority, kind: str) -> None:
         self._priority = priority
+        self._kind = kind
 
     def __enter__(self) -> None:
-        self._priority._enter()
+        self._priority._change(self._kind, 1)
 
     def __exit__(self, *exc: object) -> None:
-        self._priority._exit()
+        self._priority._change(self._kind, -1)
 
 
 CPU = CpuPriority()

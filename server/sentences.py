@@ -1,18 +1,22 @@
 """Cutting the LLM's token stream into pieces TTS can speak while the LLM still writes.
 
-The first piece of a reply is cut early (at a comma, or after a few words once a pause-like
-boundary appears) because the first audio byte is what the caller waits for; later pieces are
-whole sentences, which sound more natural.
+The first piece of a reply is cut early (at a comma, or after three words, later if the third
+cannot end a phrase: "The capital of | France") because the first audio byte is what the
+caller waits for; later pieces are whole sentences, which sound more natural.
 """
 
 from __future__ import annotations
 
 import re
 
+from server.turn_words import UNFINISHED_LAST_WORDS
+
 _SENTENCE_END = re.compile(r"([.!?…]+[\"')\]]*)(\s+)")
 _CLAUSE_END = re.compile(r"([,;:—–])(\s+)")
 FIRST_CLAUSE_MIN_WORDS = 3
-FIRST_CLAUSE_MAX_WORDS = 4
+# The first piece ends after the first of its words 3..6 that can end a phrase ("A rainbow
+# forms", not "The capital is"); Piper then renders three words instead of a sentence.
+FIRST_PIECE_WORDS = range(3, 7)
 _MARKDOWN = re.compile(r"[*_`#>|]+|^\s*[-•]\s+", re.MULTILINE)
 
 
@@ -52,7 +56,14 @@ class SentenceSplitter:
             clause = _CLAUSE_END.search(self._buffer)
             if clause and len(self._buffer[: clause.end(1)].split()) >= FIRST_CLAUSE_MIN_WORDS:
                 return clause.end()
-            words = self._buffer.split(" ")
-            if len(words) > FIRST_CLAUSE_MAX_WORDS:  # a long run-on first sentence
-                return len(" ".join(words[:FIRST_CLAUSE_MAX_WORDS])) + 1
+            words = self._buffer.split(" ")  # a word is whole once the next one has begun
+            for count in FIRST_PIECE_WORDS:
+                if len(words) <= count:
+                    break
+                if _can_end_phrase(words[count - 1]) or count == FIRST_PIECE_WORDS[-1]:
+                    return len(" ".join(words[:count])) + 1
         return None
+
+
+def _can_end_phrase(word: str) -> bool:
+    return word.strip("\"'()[]").lower() not in UNFINISHED_LAST_WORDS

@@ -453,6 +453,8 @@ class Session:
                 or event.speech_seconds >= MAX_BACKCHANNEL_SECONDS
             ):
                 await self._interrupted()
+            elif self._heard_over_agent is None and not self._generating():
+                self._warm(heard=event.transcript)  # the answer then reads only the turn's end
         elif kind == TurnEventKind.EAGER_END_OF_TURN and self.setup.turn_options.eager_enabled:
             if self._heard_over_agent is not None:
                 if is_short_acknowledgement(event.transcript, event.speech_seconds):
@@ -510,6 +512,11 @@ class Session:
                     text, speech_end=event.speech_end or event.at, stt_final_at=event.at
                 )
 
+    def _generating(self) -> bool:
+        """An answer is still being written (the LLM is busy with it)."""
+        current = self._current
+        return current is not None and current.task is not None and not current.task.done()
+
     def _agent_audible(self) -> bool:
         """The agent is talking (or about to): its answer is being made or still playing."""
         return self._current is not None and self._current.playing(time.monotonic())
@@ -550,6 +557,8 @@ class Session:
     ) -> AgentResponse:
         if fixed_text is None:
             self._turn_id += 1
+            if self._warming is not None:  # the answer reads its own prompt: no queue behind
+                self._warming.cancel()  # a warm-up (one LLM thread) of words now stale
         messages = self._recent_history()
         if user_text:
             messages.append(ChatMessage("user", user_text))
@@ -600,12 +609,14 @@ class Session:
             recent.pop(0)
         return [self.history[0], *recent]
 
-    def _warm(self) -> None:
+    def _warm(self, heard: str = "") -> None:
         history = self._recent_history()
         if self._warming is not None:  # one at a time: a stale warm-up is wasted model time
             self._warming.cancel()
         tools = self.tools.offered if self.tools is not None else []
-        self._warming = self._tasks.spawn(self.llm.warm(history, self.llm_model, tools), "llm-warm")
+        self._warming = self._tasks.spawn(
+            self.llm.warm(history, self.llm_model, tools, heard), "llm-warm"
+        )
 
     def _act(self, outcome: ToolOutcome, turn_id: int) -> None:
         """The agent ended or handed over the call and has said so: the stream ends (OK)."""

@@ -149,6 +149,7 @@ class VadTurnStream(STTStream):
         self._interim_result: tuple[int, str, int] | None = None  # (turn, text, windows heard)
         self._speculated: tuple[int, str] | None = None  # (epoch, interim text of an EAGER)
         self._completion: tuple[int, float] | None = None  # (epoch, latest probability)
+        self._rechecked = False  # this silence had its second completion check
         self._eager_task: asyncio.Task[None] | None = None
         self._interim_task: asyncio.Task[None] | None = None
         self._final_task: asyncio.Task[None] | None = None
@@ -228,6 +229,7 @@ class VadTurnStream(STTStream):
                 self._eager_result = None
                 self._eager_due = False
                 self._completion = None
+                self._rechecked = False
             self._silence_run = 0
             self._windows_since_interim += 1
             if self._interim_due():
@@ -243,6 +245,7 @@ class VadTurnStream(STTStream):
         if self._semantic and self._silence_run == PREPARE_WINDOWS:
             self._schedule_check()
         elif self._semantic and self._silence_run in RECHECK_WINDOWS and self._heard_unfinished():
+            self._rechecked = True
             self._schedule_check()
         if self._opt.eager_enabled and self._silence_run == self._eager_windows:
             self._eager_due = True
@@ -280,6 +283,7 @@ class VadTurnStream(STTStream):
         self._eager_result = None
         self._eager_due = False
         self._completion = None
+        self._rechecked = False
         self._interim_result = None
         self._speculated = None
         self._epoch += 1
@@ -337,6 +341,10 @@ class VadTurnStream(STTStream):
             if epoch != self._epoch or not self._in_turn:
                 return  # the caller went on (or the turn already ended)
             self._completion = (epoch, probability)
+            late = self._silence_run >= RECHECK_WINDOWS[0] and not self._rechecked
+            if late and probability < self._opt.completion_threshold:
+                self._rechecked = True  # the recheck's silence came while this one ran
+                self._schedule_check()
             self._maybe_end_complete()
 
         task = self._tasks.spawn(check(), "turn-completion")
@@ -344,7 +352,10 @@ class VadTurnStream(STTStream):
         task.add_done_callback(self._checks.discard)
 
     def _heard_unfinished(self) -> bool:
-        """The last check of this silence said "unfinished" (or has not answered yet)."""
+        """The last check of this silence said "unfinished". A check still running answers for
+        itself: it asks again when it hears "unfinished" late (`_after_check`)."""
+        if self._checks:
+            return False
         completion = self._completion
         if completion is None or completion[0] != self._epoch:
             return True

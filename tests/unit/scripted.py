@@ -127,6 +127,7 @@ class ScriptedLLM(LLM):
         self.finished = 0
         self.closed_early = 0
         self.warmed = 0
+        self.heard: list[str] = []  # the interim words each warm-up was given
 
     def models(self) -> list[str]:
         return ["scripted-small", "scripted-large"]
@@ -147,9 +148,14 @@ class ScriptedLLM(LLM):
                 self.closed_early += 1
 
     async def warm(
-        self, messages: list[ChatMessage], model: str, tools: Sequence[ToolSpec] = ()
+        self,
+        messages: list[ChatMessage],
+        model: str,
+        tools: Sequence[ToolSpec] = (),
+        heard: str = "",
     ) -> None:
         self.warmed += 1
+        self.heard.append(heard)
 
 
 class ScriptedToolLLM(ScriptedLLM):

@@ -47,3 +47,15 @@ def test_nothing_is_lost() -> None:
 
 def test_speakable_drops_markdown() -> None:
     assert speakable("**Paris** is `nice`\n- really") == "Paris is nice really"
+
+
+def test_first_piece_is_three_words_when_the_third_can_end_a_phrase() -> None:
+    pieces = feed("A rainbow forms when sunlight hits raindrops. It is pretty.")
+    assert pieces == ["A rainbow forms", "when sunlight hits raindrops.", "It is pretty."]
+
+
+def test_first_piece_never_ends_on_a_word_that_leads_on() -> None:
+    pieces = feed("You can call the front desk or the billing team today")
+    assert pieces[0] == "You can call"
+    assert feed("It is the one in the middle")[0] == "It is the one"
+    assert len(feed("of the in to a of the for and more words")[0].split()) == 6  # at most 6

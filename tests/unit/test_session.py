@@ -152,6 +152,18 @@ async def test_spoken_turn_in_mulaw_8k(start_server: StartServer, open_call) -> 
     assert 100 <= m.voice_to_voice_ms < 600
 
 
+async def test_the_llm_reads_the_callers_words_as_they_are_heard(
+    start_server: StartServer, open_call
+) -> None:
+    s = await start_server()
+    call: Call = await open_call(s.target, config())
+    await call.send_pcm(np.concatenate([silence(0.2), tone(1.5), silence(1.0)]))
+    await call.wait_for(lambda c: len(c.of("metrics")) == 1)
+    interims = [t.text for t in call.of("transcript") if t.event == pb.UPDATE]
+    heard = [h for h in s.llm.heard if h]  # a warm-up the answer overtook never ran
+    assert heard and set(heard) <= set(interims)
+
+
 async def test_silence_mode_holds_the_answer_until_the_end_of_turn_silence(
     start_server: StartServer, open_call
 ) -> None:

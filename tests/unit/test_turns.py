@@ -150,6 +150,19 @@ async def test_the_model_is_asked_again_as_the_silence_grows() -> None:
     assert completion.calls == 2  # at 64 ms of silence, then at ~220 ms
 
 
+async def test_a_slow_check_that_hears_unfinished_asks_once_more_when_it_answers() -> None:
+    completion = ScriptedCompletion(delay=0.1)  # answers after the recheck's silence has passed
+    options = TurnOptions(max_silence_ms=2000)
+    await run(np.concatenate([unfinished(0.8), silence(2.2)]), options, completion=completion)
+    assert completion.calls == 2
+
+
+async def test_a_slow_check_that_hears_an_ending_is_not_doubled() -> None:
+    completion = ScriptedCompletion(delay=0.1)
+    events = await run(np.concatenate([tone(0.8), silence(1.0)]), SEMANTIC, completion=completion)
+    assert completion.calls == 1 and kinds(events)[-1] == K.END_OF_TURN
+
+
 async def test_silence_mode_never_asks_the_model() -> None:
     completion = ScriptedCompletion()
     events = await run(

@@ -47,9 +47,15 @@ class LLM(Backend, ABC):
         after the text). Closing the iterator early must stop generation promptly."""
 
     async def warm(
-        self, messages: list[ChatMessage], model: str, tools: Sequence[ToolSpec] = ()
+        self,
+        messages: list[ChatMessage],
+        model: str,
+        tools: Sequence[ToolSpec] = (),
+        heard: str = "",
     ) -> None:
-        """Prepare for a reply to `messages` + a user turn not yet known (prefix caching)."""
+        """Prepare for a reply to `messages` + a user turn not yet known (prefix caching), whose
+        words so far may be `heard` (an interim transcript): the reply then has only the end of
+        the turn left to read."""
 
 
 def fit(

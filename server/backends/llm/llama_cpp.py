@@ -59,6 +59,7 @@ class LlamaCppLLM(LLM):
         self._context = context
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
         self._llm: Any = None
+        self._running_threads = threads
         self._formatter: Any = None
         self._grammars: dict[str, Any] = {}  # by the tools' JSON: parsing one takes a while
 
@@ -140,8 +141,16 @@ class LlamaCppLLM(LLM):
         for start in range(common, len(tokens), EVAL_BATCH):
             if cancelled.is_set():
                 return False
+            self._fit_threads()
             self._llm.eval(tokens[start : start + EVAL_BATCH])
         return True
+
+    def _fit_threads(self) -> None:
+        """One thread fewer while a final decode or the turn model runs (see CpuPriority)."""
+        threads = CPU.background_threads(self._threads)
+        if threads != self._running_threads:
+            self._llm._ctx.set_n_threads(threads, threads)
+            self._running_threads = threads
 
     async def stream(
         self, messages: list[ChatMessage], model: str, tools: Sequence[ToolSpec] = ()
@@ -169,6 +178,7 @@ class LlamaCppLLM(LLM):
             ):
                 yield chunk["choices"][0]["text"]
                 CPU.yield_to_urgent()
+                self._fit_threads()
 
         # Words go out as they come; from the first "{" on, the grammar says it is the calls.
         calls = ""
@@ -185,16 +195,21 @@ class LlamaCppLLM(LLM):
             )
 
     async def warm(
-        self, messages: list[ChatMessage], model: str, tools: Sequence[ToolSpec] = ()
+        self,
+        messages: list[ChatMessage],
+        model: str,
+        tools: Sequence[ToolSpec] = (),
+        heard: str = "",
     ) -> None:
         cancelled = threading.Event()
 
         def evaluate() -> None:
             if cancelled.is_set():
                 return
-            # The prompt of the next reply up to the user's words, cut as that reply's will be.
+            # The prompt of the next reply up to the user's words (as far as they are heard),
+            # cut as that reply's will be.
             budget = self._context - self._max_tokens - PROMPT_OVERHEAD
-            fitted = fit([*messages, ChatMessage("user", _MARK)], budget, self._count)
+            fitted = fit([*messages, ChatMessage("user", heard + _MARK)], budget, self._count)
             prompt, _ = self._prompt(fitted, tools)
             prefix = prompt.split(_MARK)[0]
             tokens = self._llm.tokenize(prefix.encode(), add_bos=False, special=True)

@@ -221,9 +221,9 @@ class WhisperSTT(STT):
             [pcm.astype(np.float32) / 32768.0, np.zeros(int(16000 * _TAIL_SECONDS), np.float32)]
         )
         features = self._model.feature_extractor(audio)[:, :-1]
-        # A final decode is what the caller waits for: token generation steps aside meanwhile.
-        urgent = CPU.urgent() if final else contextlib.nullcontext()
-        with urgent:
+        # A final decode is what the caller waits for: token generation makes room meanwhile.
+        pressing = CPU.pressing() if final else contextlib.nullcontext()
+        with pressing:
             result = self._model.model.generate(
                 ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])),
                 [prompt],
