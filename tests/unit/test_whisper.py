@@ -1,4 +1,5 @@
-"""The local Whisper STT without its model: the loop guard and the languages it takes.
+"""The local Whisper STT without its model (its tokenizer only): the loop guard, the prompt tokens
+and the languages it takes.
 
 Loop guard: interim hypotheses that loop are dropped, speech is kept. The looping texts are real outputs of Whisper base on interim decodes (audio cut mid-word):
 from issue 19 (8 kHz LINEAR16) and from bench/recognition.py.
@@ -9,6 +10,7 @@ import pytest
 from voiceagent.client import linear16
 from voiceagent.v1 import voice_agent_pb2 as pb
 
+from server import assets
 from server.backends.stt.whisper import (
     COMPRESSION_RATIO_LIMIT,
     WhisperSTT,
@@ -16,6 +18,7 @@ from server.backends.stt.whisper import (
     looping_reason,
     token_budget,
 )
+from server.backends.stt.whisper_tokens import WhisperTokenizer, whisper_languages
 from tests.conftest import Call
 from tests.unit.conftest import StartServer
 
@@ -109,3 +112,28 @@ async def test_a_language_whisper_does_not_know_gets_invalid_argument(
     await call.done.wait()
     assert call.status == grpc.StatusCode.INVALID_ARGUMENT
     assert "'tlh' is not one Whisper transcribes" in call.details and "en, es" in call.details
+
+
+def test_prompt_tokens_are_whispers_multilingual_layout() -> None:
+    """The ids faster-whisper 1.2.1's get_prompt gave for the same prompts (checked once)."""
+    tokenizer = WhisperTokenizer(assets.whisper_model_dir())
+    start, english, german, transcribe, no_timestamps, previous = (
+        50258, 50259, 50261, 50359, 50363, 50361
+    )  # fmt: skip
+    assert tokenizer.prompt("en") == [start, english, transcribe, no_timestamps]
+    assert tokenizer.prompt("de") == [start, german, transcribe, no_timestamps]
+    with_vocabulary = tokenizer.prompt("en", " Maya Point, Kowalczyk ")
+    words = tokenizer.encode(" Maya Point, Kowalczyk")
+    assert with_vocabulary == [previous, *words, start, english, transcribe, no_timestamps]
+    assert words[:2] == [21695, 12387]  # " Maya", " Point"
+    assert (
+        tokenizer.decode([*words, tokenizer.end_of_text, no_timestamps]) == " Maya Point, Kowalczyk"
+    )
+
+
+def test_the_languages_are_the_models_language_tokens() -> None:
+    languages = whisper_languages(assets.whisper_model_dir())
+    assert (
+        len(languages) == 99 and languages["en"] == 50259 and languages["haw"] in languages.values()
+    )
+    assert "yue" not in languages  # a large-v3 language; base has no token for it

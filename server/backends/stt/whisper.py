@@ -1,8 +1,9 @@
-"""Local STT: Whisper base (faster-whisper / CTranslate2, int8) with Silero VAD turn-taking and
+"""Local STT: Whisper base (CTranslate2, int8) with Silero VAD turn-taking and
 Smart Turn v3.2 deciding when a turn is complete (server/smart_turn.py).
 
-faster-whisper's `transcribe()` pads every input to 30 s (~0.5 s a call whatever the length);
-we call the CTranslate2 model on the turn's own features plus a short zero tail instead, which
+Whisper's reference decoding pads every input to 30 s (~0.5 s a call whatever the length); we
+call the CTranslate2 model on the turn's own log-mel features (server/log_mel.py) plus a short
+zero tail instead, which
 makes an interim transcript cost 65-250 ms (measured on 2 cores). Finals use beam 2, interims greedy.
 
 An interim decode covers audio cut mid-word, and Whisper then often loops ("Please cancel my
@@ -17,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import re
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +28,9 @@ import numpy as np
 
 from server import assets
 from server.backends.stt.base import STT, STTStream, TurnMode, TurnOptions
+from server.backends.stt.whisper_tokens import WhisperTokenizer, whisper_languages
 from server.inference import CPU
+from server.log_mel import HOP, log_mel
 from server.smart_turn import SmartTurnV3
 from server.turn_words import looks_repetitive
 from server.turns import VadTurnStream
@@ -43,7 +45,7 @@ _TAIL_SECONDS = 1.0  # zero padding after the speech: Whisper drops final words 
 TOKENS_PER_SECOND = 8
 TOKEN_SLACK = 6
 MAX_TOKENS = 200  # Whisper's decoder holds 448 tokens, the prompt included
-# faster-whisper's own loop test for long-form audio: text that zlib compresses this well
+# Whisper's own loop test for long-form audio: text that zlib compresses this well
 # repeats itself.
 COMPRESSION_RATIO_LIMIT = 2.4
 # Finals: beam 2. On 2 cores, for a 3.3 s question: greedy 188 ms, beam 2 217, beam 3 240,
@@ -130,24 +132,25 @@ class WhisperSTT(STT):
         self._model: Any = None
         self._vad: SileroVAD | None = None
         self._turn_model: SmartTurnV3 | None = None
-        self._prompts: dict[str, tuple[Any, list[int]]] = {}
+        self._tokenizer: WhisperTokenizer | None = None  # set by load()
+        self._prompts: dict[str, list[int]] = {}
 
     async def load(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._load_blocking)
 
     def _load_blocking(self) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from faster_whisper import WhisperModel
+        import ctranslate2
 
         model_dir = assets.whisper_model_dir(progress=False)
-        self._model = WhisperModel(
+        self._model = ctranslate2.models.Whisper(
             str(model_dir),
             device="cpu",
             compute_type="int8",
-            cpu_threads=1,
-            num_workers=self._workers,
+            intra_threads=1,
+            inter_threads=self._workers,
         )
+        self._tokenizer = WhisperTokenizer(model_dir)
         self._vad = SileroVAD(assets.silero_vad_path())
         self._turn_model = SmartTurnV3(assets.smart_turn_path())
         self._turn_model.score([np.zeros(16000, dtype=np.int16)])  # warm-up
@@ -161,13 +164,12 @@ class WhisperSTT(STT):
             await asyncio.to_thread(self._turn_model.close)
 
     def language_problem(self, language: str) -> str | None:
-        from faster_whisper.tokenizer import _LANGUAGE_CODES  # faster-whisper is pinned
-
-        if _whisper_language(language) in _LANGUAGE_CODES:
+        languages = whisper_languages(assets.whisper_model_dir(progress=False))
+        if _whisper_language(language) in languages:
             return None
         return (
             f"language {language!r} is not one Whisper transcribes; use one of "
-            f"{', '.join(sorted(_LANGUAGE_CODES))} (a BCP-47 tag such as 'en-US' works too)"
+            f"{', '.join(sorted(languages))} (a BCP-47 tag such as 'en-US' works too)"
         )
 
     def open_stream(self, options: TurnOptions) -> STTStream:
@@ -185,18 +187,13 @@ class WhisperSTT(STT):
             return ""
         return hypothesis.text
 
-    def _prompt(self, language: str, vocabulary: str) -> tuple[Any, list[int]]:
+    def _prompt(self, language: str, vocabulary: str) -> tuple[WhisperTokenizer, list[int]]:
+        if self._tokenizer is None:
+            raise RuntimeError("WhisperSTT.decode before load()")
         key = f"{language}|{vocabulary}"
         if key not in self._prompts:
-            from faster_whisper.tokenizer import Tokenizer
-
-            tokenizer = Tokenizer(
-                self._model.hf_tokenizer, True, task="transcribe", language=language
-            )
-            previous = tokenizer.encode(" " + vocabulary.strip()) if vocabulary else []
-            prompt = self._model.get_prompt(tokenizer, previous, without_timestamps=True)
-            self._prompts[key] = (tokenizer, prompt)
-        return self._prompts[key]
+            self._prompts[key] = self._tokenizer.prompt(language, vocabulary)
+        return self._tokenizer, self._prompts[key]
 
     def decode(
         self,
@@ -220,11 +217,11 @@ class WhisperSTT(STT):
         audio = np.concatenate(
             [pcm.astype(np.float32) / 32768.0, np.zeros(int(16000 * _TAIL_SECONDS), np.float32)]
         )
-        features = self._model.feature_extractor(audio)[:, :-1]
+        features = log_mel(audio, len(audio) // HOP)
         # A final decode is what the caller waits for: token generation makes room meanwhile.
         pressing = CPU.pressing() if final else contextlib.nullcontext()
         with pressing:
-            result = self._model.model.generate(
+            result = self._model.generate(
                 ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])),
                 [prompt],
                 beam_size=beam_size or (_FINAL_BEAM if final else 1),
