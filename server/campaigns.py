@@ -29,7 +29,7 @@ from server.campaign_store import (
     InvalidPageToken,
 )
 from server.limits import MAX_GREETING, MAX_LANGUAGE, MAX_NAME, MAX_SYSTEM_PROMPT
-from server.options import OptionError, llm_backend_for, tts_backend_for
+from server.options import OptionError, llm_backend_for, model_id, tts_backend_for
 from server.status import StatusError, abort, status_for
 from server.tools.spec import ToolError, check_builtins, tool_specs
 
@@ -99,7 +99,7 @@ def to_proto(record: CampaignRecord) -> cpb.Campaign:
         name=record.name,
         persona=record.persona,
         greeting=record.greeting,
-        llm_model=record.llm_model,
+        llm_model=model_id(record.llm_model),
         tts_voice=record.tts_voice,
         language=record.language,
         etag=str(record.version),
@@ -259,6 +259,7 @@ class CampaignsService(cpb_grpc.CampaignsServicer):
             )
         try:
             if fields.get("llm_model"):
+                fields["llm_model"] = model_id(fields["llm_model"])
                 llm_backend_for(self._backends, fields["llm_model"], "campaign.llm_model")
             if fields.get("tts_voice"):
                 tts_backend_for(self._backends, fields["tts_voice"], "campaign.tts_voice")

@@ -116,9 +116,20 @@ def list_voices(backends: Backends, backend: str = "") -> list[pb.Voice]:
     return voices
 
 
+# Model ids that were renamed: still accepted wherever a model is named (a stored config or
+# campaign keeps working) and read as the model's own name. Not listed by ListModels.
+MODEL_ALIASES = {"qwen2.5-0.5b-instruct": "qwen2.5-coder-0.5b-instruct"}
+
+
+def model_id(model: str) -> str:
+    """The id a model is known by now, for `model` as a client or a stored row names it."""
+    return MODEL_ALIASES.get(model, model)
+
+
 def llm_backend_for(backends: Backends, model: str, field: str = "llm_model") -> str:
     """The LLM backend serving `model`; OptionError (NOT_FOUND) naming the choices if none."""
-    return _backend_of([(m.id, m.backend) for m in list_models(backends)], model, "model", field)
+    entries = [(m.id, m.backend) for m in list_models(backends)]
+    return _backend_of(entries, model_id(model), "model", field)
 
 
 def tts_backend_for(backends: Backends, voice: str, field: str = "tts_voice") -> str:
@@ -207,7 +218,10 @@ class ServerDefaults:
                 # applied: a database restored from a backup counts its versions again.
                 return
             self._applied = record
-            self._value = replace(self._own, **record.fields, version=record.version)
+            fields = dict(record.fields)
+            if "llm_model" in fields:
+                fields["llm_model"] = model_id(fields["llm_model"])
+            self._value = replace(self._own, **fields, version=record.version)
             self._changed.notify_all()
 
     async def update(
@@ -248,6 +262,8 @@ class ServerDefaults:
                 field="config.system_prompt",
             )
         fields = {p: getattr(config, p) for p in paths}
+        if "llm_model" in fields:
+            fields["llm_model"] = model_id(fields["llm_model"])
         record = await asyncio.to_thread(self._store.update_config, fields, expected_version)
         await self._apply(record)
         return self._value

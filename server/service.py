@@ -38,6 +38,7 @@ from server.options import (
     list_models,
     list_voices,
     llm_backend_for,
+    model_id,
     tts_backend_for,
 )
 from server.sentences import SentenceSplitter, speakable
@@ -258,7 +259,7 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
             campaign_field = "persona" if field == "system_prompt" else field
             return value or (getattr(campaign, campaign_field) if campaign else "") or fallback
 
-        llm_model, voice = pick("llm_model"), pick("tts_voice")
+        llm_model, voice = model_id(pick("llm_model")), pick("tts_voice")
         try:
             llm_name = config.llm or llm_backend_for(
                 self._backends, llm_model or defaults.llm_model, "config.llm_model"

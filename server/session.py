@@ -35,7 +35,7 @@ from server.limits import (
     overlong,
 )
 from server.metrics import BACKCHANNELS, observe_turn
-from server.options import OptionError, llm_backend_for, tts_backend_for
+from server.options import OptionError, llm_backend_for, model_id, tts_backend_for
 from server.status import StatusError, status_for
 from server.tasks import TaskSet, cancel_and_wait
 from server.tools.runner import ToolOutcome, ToolRunner
@@ -400,8 +400,8 @@ class Session:
             return
         applied = []
         if "llm_model" in paths:
-            self.llm, self.llm_model = llm, update.llm_model
-            applied.append(f"llm_model={update.llm_model} ({llm.name})")
+            self.llm, self.llm_model = llm, model_id(update.llm_model)
+            applied.append(f"llm_model={self.llm_model} ({llm.name})")
         if "tts_voice" in paths:
             self.tts, self.voice = tts, update.tts_voice
             applied.append(f"tts_voice={update.tts_voice} ({tts.name})")

@@ -179,3 +179,19 @@ async def test_converse_with_a_campaign(start_server: StartServer, open_call) ->
         )
         await missing.done.wait()
         assert missing.status == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_campaign_naming_the_models_old_id_gets_its_own_name(
+    start_server: StartServer,
+) -> None:
+    s = await start_server()
+    channel, api = campaigns(s)
+    async with channel:
+        created = await api.CreateCampaign(
+            cpb.CreateCampaignRequest(
+                campaign=cpb.Campaign(name="Old", llm_model="qwen2.5-0.5b-instruct")
+            )
+        )
+        assert created.llm_model == "qwen2.5-coder-0.5b-instruct"
+        fetched = await api.GetCampaign(cpb.GetCampaignRequest(id=created.id))
+        assert fetched.llm_model == "qwen2.5-coder-0.5b-instruct"

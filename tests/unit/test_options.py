@@ -314,3 +314,11 @@ async def test_session_config_picks_the_backend_of_its_model_or_voice(
     assert getattr(config, field) == value
     if field == "llm_model":
         assert config.llm == "other-llm"
+
+
+def test_a_renamed_model_is_still_found_under_its_old_id() -> None:
+    from server.options import MODEL_ALIASES, model_id
+
+    assert model_id("qwen2.5-0.5b-instruct") == "qwen2.5-coder-0.5b-instruct"
+    assert model_id("other-model") == "other-model"
+    assert set(MODEL_ALIASES.values()) == {"qwen2.5-coder-0.5b-instruct"}
