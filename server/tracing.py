@@ -10,6 +10,7 @@ so a trace and a call record join on it. Exporting is set up by `voiceagent.trac
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -67,8 +68,9 @@ class TurnSpans:
     and when it passed, the agent's audio and final text, AGENT_TURN_DONE or BARGE_IN, and last
     the TurnMetrics, measured from the end of the caller's speech. When the metrics pass, the
     turn's spans are made with those times: `turn`, and under it `stt.final`, `llm` (event
-    `first_token`) and `tts` (event `first_audio`). Only made while the session span records,
-    so with tracing off a session pays nothing for them.
+    `first_token`), `tts` (event `first_audio`) and one `tool` span per tool call (from its
+    ToolCall to its ToolResult). Only made while the session span records, so with tracing off
+    a session pays nothing for them.
     """
 
     def __init__(self, session: trace.Span, session_id: str) -> None:
@@ -77,6 +79,7 @@ class TurnSpans:
         self._heard_ns = 0  # when the last final transcript or typed turn passed
         self._from_text = False
         self._times: dict[int, dict[str, int]] = {}  # agent turn id -> event -> time_ns
+        self._tools: dict[int, list[_ToolTimes]] = {}  # agent turn id -> its tool calls
 
     def request(self, kind: str | None, now_ns: int) -> None:
         if kind == "text":
@@ -97,10 +100,25 @@ class TurnSpans:
             times.setdefault("done", now_ns)
             if message.event.type == pb.BARGE_IN:
                 times["barged_in"] = 1
+        elif kind == "tool_call":
+            call = message.tool_call
+            self._tools.setdefault(call.turn_id, []).append(_ToolTimes(call.id, call.name, now_ns))
+        elif kind == "tool_result":
+            for tool in self._tools.get(message.tool_result.turn_id, []):
+                if tool.call_id == message.tool_result.id and not tool.end_ns:
+                    tool.end_ns, tool.error = now_ns, message.tool_result.error
         elif kind == "metrics":
-            self._emit(message.metrics, self._times.pop(message.metrics.turn_id, {}), now_ns)
+            turn_id = message.metrics.turn_id
+            tools = self._tools.pop(turn_id, [])
+            self._emit(message.metrics, self._times.pop(turn_id, {}), now_ns, tools)
 
-    def _emit(self, metrics: pb.TurnMetrics, times: dict[str, int], now_ns: int) -> None:
+    def _emit(
+        self,
+        metrics: pb.TurnMetrics,
+        times: dict[str, int],
+        now_ns: int,
+        tools: list[_ToolTimes],
+    ) -> None:
         if not metrics.voice_to_voice_ms or not self._heard_ns:
             return  # a greeting: no turn of the caller's to measure from
         ms = 1_000_000
@@ -133,7 +151,25 @@ class TurnSpans:
         tts.set_attribute("voice_agent.tts_first_audio_ms", metrics.tts_first_audio_ms)
         tts.add_event("first_audio", timestamp=first_audio)
         tts.end(end_time=max(first_audio, end))
+        for tool in tools:
+            span = _span_at(turn, "tool", self._session_id, tool.start_ns)
+            span.set_attribute("voice_agent.tool.name", tool.name)
+            span.set_attribute("voice_agent.tool.call_id", tool.call_id)
+            if tool.error or not tool.end_ns:
+                span.set_status(
+                    trace.Status(trace.StatusCode.ERROR, tool.error or "no result (barge-in)")
+                )
+            span.end(end_time=tool.end_ns or end)
         turn.end(end_time=max(end, first_audio))
+
+
+@dataclass
+class _ToolTimes:
+    call_id: str
+    name: str
+    start_ns: int
+    end_ns: int = 0
+    error: str = ""
 
 
 def _span_at(parent: trace.Span, name: str, session_id: str, start_ns: int) -> trace.Span:

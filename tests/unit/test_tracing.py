@@ -20,6 +20,9 @@ from voiceagent.v1 import voice_agent_pb2 as pb
 from tests.conftest import Call
 from tests.fakes.otlp_collector import FakeOtlpCollector
 from tests.unit.conftest import StartServer
+from tests.unit.scripted import ScriptedToolLLM
+from tests.unit.test_tools import LOOKUP, client_tool
+from tests.unit.test_tools import config as tool_config
 
 _EXPORTER = InMemorySpanExporter()
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -87,6 +90,31 @@ async def test_a_session_span_joins_the_callers_trace(
     first_audio_ms = (stages["tts"].events[0].timestamp - turn.start_time) / 1e6
     assert abs(first_audio_ms - metrics.tts_first_audio_ms) < 1
     assert turn.start_time <= stages["llm"].start_time <= stages["llm"].end_time <= turn.end_time
+
+
+async def test_a_tool_call_is_a_span_of_its_turn(
+    start_server: StartServer, open_call, spans: InMemorySpanExporter
+) -> None:
+    llm = ScriptedToolLLM([LOOKUP], before="Let me look.", after="Your order: {result}")
+    s = await start_server(llm=llm)
+    call: Call = await open_call(s.target, tool_config(client_tool()))
+    await call.conversation.send_text("Where is my order A17?")
+    await call.wait_for(lambda c: len(c.of("tool_call")) == 1)
+    await asyncio.sleep(0.05)
+    await call.conversation.send_tool_result("call_1", result_json='{"status": "shipped"}')
+    await call.wait_for(lambda c: len(c.of("metrics")) == 1)
+    for _ in range(100):
+        if any(span.name == "turn" for span in spans.get_finished_spans()):
+            break
+        await asyncio.sleep(0.02)
+    finished = spans.get_finished_spans()
+    (turn,) = [span for span in finished if span.name == "turn"]
+    (tool,) = [span for span in finished if span.name == "tool"]
+    assert tool.parent is not None and tool.parent.span_id == turn.context.span_id
+    assert tool.attributes["voice_agent.tool.name"] == "lookup_order"
+    assert tool.attributes["voice_agent.tool.call_id"] == "call_1"
+    assert tool.status.is_ok
+    assert tool.end_time - tool.start_time >= 40_000_000  # the client took >= 50 ms to answer
 
 
 async def test_configure_exports_over_otlp_only_when_an_endpoint_is_set() -> None:
