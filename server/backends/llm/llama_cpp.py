@@ -60,6 +60,7 @@ class LlamaCppLLM(LLM):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
         self._llm: Any = None
         self._running_threads = threads
+        self._jobs = 0  # generations and warm-ups queued or running on the model's one thread
         self._formatter: Any = None
         self._grammars: dict[str, Any] = {}  # by the tools' JSON: parsing one takes a while
 
@@ -182,13 +183,17 @@ class LlamaCppLLM(LLM):
 
         # Words go out as they come; from the first "{" on, the grammar says it is the calls.
         calls = ""
-        async for text in iterate_in_thread(self._executor, generate, cancelled):
-            if tools and (calls or "{" in text):
-                words, brace, rest = text.partition("{") if not calls else ("", "", text)
-                calls += brace + rest
-                text = words
-            if text:
-                yield text
+        self._jobs += 1
+        try:
+            async for text in iterate_in_thread(self._executor, generate, cancelled):
+                if tools and (calls or "{" in text):
+                    words, brace, rest = text.partition("{") if not calls else ("", "", text)
+                    calls += brace + rest
+                    text = words
+                if text:
+                    yield text
+        finally:
+            self._jobs -= 1
         for call in parse_calls(calls):
             yield ToolCall(
                 f"call_{uuid.uuid4().hex[:12]}", call["name"], json.dumps(call["arguments"])
@@ -201,6 +206,10 @@ class LlamaCppLLM(LLM):
         tools: Sequence[ToolSpec] = (),
         heard: str = "",
     ) -> None:
+        if heard and self._jobs:
+            # A warm-up with the caller's words is a bet for one session; while the one model
+            # is busy (other calls, their answers) it would only queue and evict their cache.
+            return
         cancelled = threading.Event()
 
         def evaluate() -> None:
@@ -215,9 +224,11 @@ class LlamaCppLLM(LLM):
             tokens = self._llm.tokenize(prefix.encode(), add_bos=False, special=True)
             self._evaluate(tokens, cancelled)
 
+        self._jobs += 1
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, evaluate)
         finally:
+            self._jobs -= 1
             cancelled.set()  # a warm-up cancelled meanwhile stops at its next batch
 
 
