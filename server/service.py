@@ -46,7 +46,7 @@ from server.session import Session, SessionSetup
 from server.settings import Settings
 from server.status import StatusError, abort, stalled_client, status_for
 from server.tasks import TaskSet
-from server.tools.spec import ToolError, session_specs
+from server.tools.spec import ToolError, blank_header_values, session_specs
 from server.tracing import TurnSpans, end_with_status, parent_from_metadata, start_session_span
 
 session_log = logging.getLogger("voice_agent.sessions")
@@ -306,9 +306,7 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
 
         effective = pb.SessionConfig()
         effective.CopyFrom(config)
-        for tool in effective.tools:  # header values are write-only: never echoed
-            for header in tool.webhook.headers:
-                tool.webhook.headers[header] = ""
+        blank_header_values(list(effective.tools))
         effective.output_format.CopyFrom(output_format.to_proto())
         effective.stt, effective.llm, effective.tts = stt.name, llm.name, tts.name
         effective.llm_model, effective.tts_voice = llm_model, voice
