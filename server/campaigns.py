@@ -31,7 +31,7 @@ from server.campaign_store import (
 from server.limits import MAX_GREETING, MAX_LANGUAGE, MAX_NAME, MAX_SYSTEM_PROMPT
 from server.options import OptionError, llm_backend_for, model_id, tts_backend_for
 from server.status import StatusError, abort, status_for
-from server.tools.spec import ToolError, check_builtins, tool_specs
+from server.tools.spec import ToolError, blank_header_values, check_builtins, tool_specs
 
 T = TypeVar("T")
 DEFAULT_PAGE_SIZE = 50
@@ -91,9 +91,7 @@ def _keep_secrets(tools: list[pb.Tool], stored: list[pb.Tool]) -> None:
 
 def to_proto(record: CampaignRecord) -> cpb.Campaign:
     tools, builtins = stored_tools(record)
-    for tool in tools:  # write-only: the names of the headers, never their values
-        for header in tool.webhook.headers:
-            tool.webhook.headers[header] = ""
+    blank_header_values(tools)
     campaign = cpb.Campaign(
         id=record.id,
         name=record.name,

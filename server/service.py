@@ -18,7 +18,7 @@ from voiceagent.v1 import voice_agent_pb2_grpc as pb_grpc
 from server.admission import Admission
 from server.audio import AudioFormatError, Format, OutboundAudio, validate_format
 from server.backends.registry import BackendError, Backends
-from server.backends.stt.base import TurnMode, TurnOptions
+from server.backends.stt.base import TurnMode
 from server.call_records import CallRecorder, CallRecording, recordings_dir, sip_users, utc_now
 from server.campaign_store import (
     CampaignNotFound,
@@ -38,24 +38,18 @@ from server.options import (
     list_models,
     list_voices,
     llm_backend_for,
-    model_id,
     tts_backend_for,
 )
 from server.sentences import SentenceSplitter, speakable
 from server.session import Session, SessionSetup
+from server.session_setup import offered_choice, requested_setup, turn_options_for
 from server.settings import Settings
 from server.status import StatusError, abort, stalled_client, status_for
 from server.tasks import TaskSet
-from server.tools.spec import ToolError, session_specs
+from server.tools.spec import ToolError, blank_header_values, session_specs
 from server.tracing import TurnSpans, end_with_status, parent_from_metadata, start_session_span
 
 session_log = logging.getLogger("voice_agent.sessions")
-EAGER_RANGE_MS = (64, 2000)
-END_OF_TURN_RANGE_MS = (200, 5000)
-SEMANTIC_MIN_SILENCE_RANGE_MS = (64, 2000)
-MAX_SILENCE_RANGE_MS = (500, 5000)
-COMPLETION_THRESHOLD_RANGE = (0.05, 0.95)
-FLUX_THRESHOLD_RANGES = {"eot_threshold": (0.5, 1.0), "eager_eot_threshold": (0.3, 0.9)}
 PREVIEW_TEXT_LIMIT = 1000
 STREAM_PREVIEW_TEXT_LIMIT = 10000
 # How long the status of a session ended for not reading may wait behind unread responses.
@@ -254,12 +248,8 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
         defaults = self._defaults.value
         campaign = await self._campaign(config.campaign_id) if config.campaign_id else None
 
-        def pick(field: str, fallback: str = "") -> str:
-            value: str = getattr(config, field)
-            campaign_field = "persona" if field == "system_prompt" else field
-            return value or (getattr(campaign, campaign_field) if campaign else "") or fallback
-
-        llm_model, voice = model_id(pick("llm_model")), pick("tts_voice")
+        requested = requested_setup(config, campaign, defaults)
+        llm_model, voice = requested.llm_model, requested.tts_voice
         try:
             llm_name = config.llm or llm_backend_for(
                 self._backends, llm_model or defaults.llm_model, "config.llm_model"
@@ -277,21 +267,13 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
                 grpc.StatusCode.UNAVAILABLE, f"backend failed to load: {err}"
             ) from err
 
-        models = llm.models()
-        llm_model = llm_model or (defaults.llm_model if defaults.llm_model in models else models[0])
-        if llm_model not in models:
-            raise StatusError(
-                grpc.StatusCode.NOT_FOUND,
-                f"llm_model {llm_model!r} is not served by {llm.name}; available: {', '.join(models)}",
-            )
-        voices = [v.id for v in tts.voices()]
-        voice = voice or (defaults.tts_voice if defaults.tts_voice in voices else voices[0])
-        if voice not in voices:
-            raise StatusError(
-                grpc.StatusCode.NOT_FOUND,
-                f"tts_voice {voice!r} is not offered by {tts.name}; available: {', '.join(voices)}",
-            )
-        turn_options = _turn_options(config.turn_detection, pick("language", "en"))
+        llm_model = offered_choice(
+            llm_model, defaults.llm_model, llm.models(), "llm_model", llm.name
+        )
+        voice = offered_choice(
+            voice, defaults.tts_voice, [v.id for v in tts.voices()], "tts_voice", tts.name
+        )
+        turn_options = turn_options_for(config.turn_detection, requested.language)
         if (problem := stt.language_problem(turn_options.language)) is not None:
             raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, problem)
         campaign_tools, campaign_builtins = (
@@ -306,14 +288,12 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
 
         effective = pb.SessionConfig()
         effective.CopyFrom(config)
-        for tool in effective.tools:  # header values are write-only: never echoed
-            for header in tool.webhook.headers:
-                tool.webhook.headers[header] = ""
+        blank_header_values(list(effective.tools))
         effective.output_format.CopyFrom(output_format.to_proto())
         effective.stt, effective.llm, effective.tts = stt.name, llm.name, tts.name
         effective.llm_model, effective.tts_voice = llm_model, voice
-        effective.system_prompt = pick("system_prompt", defaults.system_prompt)
-        effective.greeting = pick("greeting")
+        effective.system_prompt = requested.system_prompt
+        effective.greeting = requested.greeting
         effective.language = turn_options.language
         effective.turn_detection.eager_end_of_turn_silence_ms = turn_options.eager_silence_ms
         effective.turn_detection.end_of_turn_silence_ms = (
@@ -550,71 +530,3 @@ def _span_attributes(setup: SessionSetup) -> dict[str, str]:
         "voice_agent.tts": f"{setup.tts.name}:{setup.voice}",
         "voice_agent.campaign_id": setup.config.campaign_id,
     }
-
-
-def _turn_options(detection: pb.TurnDetection, language: str) -> TurnOptions:
-    semantic = detection.mode != pb.TURN_DETECTION_SILENCE
-    eager = detection.eager_end_of_turn_silence_ms or TurnOptions.eager_silence_ms
-    default_end = TurnOptions.min_silence_ms if semantic else TurnOptions.end_of_turn_silence_ms
-    end = detection.end_of_turn_silence_ms or default_end
-    max_silence = detection.max_silence_ms or TurnOptions.max_silence_ms
-    for name, value, (low, high) in (
-        ("eager_end_of_turn_silence_ms", eager, EAGER_RANGE_MS),
-        (
-            "end_of_turn_silence_ms",
-            end,
-            SEMANTIC_MIN_SILENCE_RANGE_MS if semantic else END_OF_TURN_RANGE_MS,
-        ),
-        ("max_silence_ms", max_silence, MAX_SILENCE_RANGE_MS),
-    ):
-        if not low <= value <= high:
-            raise StatusError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"config.turn_detection.{name} is {value}; it must be between {low} and {high}"
-                + (" in semantic mode" if semantic and name == "end_of_turn_silence_ms" else ""),
-            )
-    if not semantic and eager >= end:
-        raise StatusError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "config.turn_detection.eager_end_of_turn_silence_ms must be below end_of_turn_silence_ms",
-        )
-    if semantic and end >= max_silence:
-        raise StatusError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "config.turn_detection.end_of_turn_silence_ms must be below max_silence_ms in "
-            "semantic mode",
-        )
-    threshold = TurnOptions.completion_threshold
-    if detection.HasField("completion_threshold"):
-        threshold = round(float(detection.completion_threshold), 3)  # float32 on the wire
-        low_t, high_t = COMPLETION_THRESHOLD_RANGE
-        if not low_t <= threshold <= high_t:
-            raise StatusError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"config.turn_detection.completion_threshold is {threshold:g}; it must be between "
-                f"{low_t} and {high_t}",
-            )
-    thresholds: dict[str, float] = {}
-    for name, (lowest, highest) in FLUX_THRESHOLD_RANGES.items():
-        if detection.HasField(name):
-            # a float32 on the wire: 0.7 arrives as 0.699999988
-            threshold = round(float(getattr(detection, name)), 3)
-            if not lowest <= threshold <= highest:
-                raise StatusError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"config.turn_detection.{name} is {threshold:g}; it must be between {lowest} and {highest}",
-                )
-            thresholds[name] = threshold
-    return TurnOptions(
-        eager_silence_ms=eager,
-        end_of_turn_silence_ms=TurnOptions.end_of_turn_silence_ms if semantic else end,
-        min_silence_ms=end if semantic else TurnOptions.min_silence_ms,
-        eager_enabled=not detection.disable_eager_end_of_turn,
-        language=language,
-        mode=TurnMode.SEMANTIC if semantic else TurnMode.SILENCE,
-        max_silence_ms=max_silence,
-        completion_threshold=threshold,
-        barge_in_on_any_speech=detection.barge_in_on_any_speech,
-        eot_threshold=thresholds.get("eot_threshold"),
-        eager_eot_threshold=thresholds.get("eager_eot_threshold"),
-    )

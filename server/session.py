@@ -26,16 +26,14 @@ from server.backends.registry import BackendError, Backends
 from server.backends.stt.base import STT, STTStream, TurnEventKind, TurnOptions, TurnUpdate
 from server.backends.tts.base import TTS
 from server.limits import (
-    CONFIG_UPDATE_LIMITS,
     MAX_AUDIO_LEAD_SECONDS,
     MAX_OUTPUT_BUFFER_BYTES,
     MAX_TEXT_TURN,
     MIN_TEXT_INTERRUPT_SECONDS,
     OUTPUT_BUFFER_BYTES,
-    overlong,
 )
 from server.metrics import BACKCHANNELS, observe_turn
-from server.options import OptionError, llm_backend_for, model_id, tts_backend_for
+from server.session_setup import UpdatePlan, update_plan
 from server.status import StatusError, status_for
 from server.tasks import TaskSet, cancel_and_wait
 from server.tools.runner import ToolOutcome, ToolRunner
@@ -357,56 +355,30 @@ class Session:
         A model or voice of another backend may need loading: that happens in the background,
         and the switch applies from the next agent turn after it, with the history kept.
         """
-        fields = ("llm_model", "tts_voice", "system_prompt")
-        if (why := overlong(update, CONFIG_UPDATE_LIMITS, "update")) is not None:
-            self._refuse(StatusError(grpc.StatusCode.INVALID_ARGUMENT, why))
-            return
-        paths = list(update.update_mask.paths) or [f for f in fields if getattr(update, f)]
-        unknown = [p for p in paths if p not in fields]
-        if unknown:
-            self._refuse(
-                StatusError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"update.update_mask names unknown field {unknown[0]!r}; fields: {', '.join(fields)}",
-                )
-            )
-            return
-        backends = self.setup.backends
         try:
-            llm_name = (
-                llm_backend_for(backends, update.llm_model, "update.llm_model")
-                if "llm_model" in paths
-                else ""
-            )
-            tts_name = (
-                tts_backend_for(backends, update.tts_voice, "update.tts_voice")
-                if "tts_voice" in paths
-                else ""
-            )
-        except OptionError as err:
-            self._refuse(status_for(err))
+            plan = update_plan(update, self.setup.backends)
+        except StatusError as err:
+            self._refuse(err)
             return
-        self._tasks.spawn(self._switch(update, paths, llm_name, tts_name), "config-update")
+        self._tasks.spawn(self._switch(plan), "config-update")
 
-    async def _switch(
-        self, update: pb.ConfigUpdate, paths: list[str], llm_name: str, tts_name: str
-    ) -> None:
+    async def _switch(self, plan: UpdatePlan) -> None:
         backends = self.setup.backends
         try:
-            llm = await backends.get_llm(llm_name) if llm_name else self.llm
-            tts = await backends.get_tts(tts_name) if tts_name else self.tts
+            llm = await backends.get_llm(plan.llm_backend) if plan.llm_backend else self.llm
+            tts = await backends.get_tts(plan.tts_backend) if plan.tts_backend else self.tts
         except BackendError as err:
             self._refuse(status_for(err))
             return
         applied = []
-        if "llm_model" in paths:
-            self.llm, self.llm_model = llm, model_id(update.llm_model)
+        if "llm_model" in plan.paths:
+            self.llm, self.llm_model = llm, plan.llm_model
             applied.append(f"llm_model={self.llm_model} ({llm.name})")
-        if "tts_voice" in paths:
-            self.tts, self.voice = tts, update.tts_voice
-            applied.append(f"tts_voice={update.tts_voice} ({tts.name})")
-        if "system_prompt" in paths:
-            self.history[0] = ChatMessage("system", update.system_prompt)
+        if "tts_voice" in plan.paths:
+            self.tts, self.voice = tts, plan.tts_voice
+            applied.append(f"tts_voice={plan.tts_voice} ({tts.name})")
+        if "system_prompt" in plan.paths:
+            self.history[0] = ChatMessage("system", plan.system_prompt)
             applied.append("system_prompt")
         self.send(
             pb.ConverseResponse(event=pb.Event(type=pb.CONFIG_APPLIED, message=", ".join(applied)))

@@ -37,6 +37,13 @@ NO_ARGUMENTS: dict[str, Any] = {"type": "object", "properties": {}}
 Runner = Literal["webhook", "client", "builtin"]
 
 
+def blank_header_values(tools: list[pb.Tool]) -> None:
+    """Header values are write-only secrets: echo their names, never their values."""
+    for tool in tools:
+        for header in tool.webhook.headers:
+            tool.webhook.headers[header] = ""
+
+
 class ToolError(ValueError):
     """A declared tool that cannot be used; the message names the field and what to fix."""
 
