@@ -61,10 +61,11 @@ async def test_a_complete_question_ends_after_a_short_silence(offline_server, op
         await call.send_pcm(resample(audio, 16000, rate), rate)
         await call.wait_for(lambda c: len(c.of("metrics")) >= 1, within=TIMEOUT)
         m = call.of("metrics")[0]
-        # END_OF_TURN after ~300-450 ms of silence (the decode included), where silence-only
-        # detection waits 640 ms before its decode (stt_final_ms: last voiced frame to the
-        # final transcript; a generous bound for a busy machine, the figures are in the bench)
-        assert m.stt_final_ms < 500, (rate, m)
+        # The model's "complete" ended the turn: not the words' 1 s rule, nor the 2 s maximum
+        # for a caller who has not finished (stt_final_ms: last voiced frame to the final
+        # transcript, the decode included: 450-700 ms on this 2-core machine, where the decode
+        # alone takes 350-600 ms; the figures are in bench/turn_taking.py's table)
+        assert m.stt_final_ms < 1000, (rate, m)
         assert "park" in turn_ends(call)[0].text.lower(), turn_ends(call)[0].text
 
 
