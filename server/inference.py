@@ -75,10 +75,10 @@ class CpuPriority:
         self._idle.set()
 
     def urgent(self) -> _Priority:
-        return _Priority(self, "urgent")
+        return _Priority(self, urgent=True)
 
     def pressing(self) -> _Priority:
-        return _Priority(self, "pressing")
+        return _Priority(self, urgent=False)
 
     def yield_to_urgent(self, at_most: float = 0.5) -> None:
         """Called by background work between steps; returns at once when nothing is urgent."""
@@ -88,9 +88,9 @@ class CpuPriority:
         """How many of its `threads` background work should use now."""
         return max(1, threads - 1) if self._pressing else threads
 
-    def _change(self, kind: str, by: int) -> None:
+    def _change(self, urgent: bool, by: int) -> None:
         with self._lock:
-            if kind == "urgent":
+            if urgent:
                 self._urgent += by
             else:
                 self._pressing += by
@@ -101,15 +101,15 @@ class CpuPriority:
 
 
 class _Priority:
-    def __init__(self, priority: CpuPriority, kind: str) -> None:
+    def __init__(self, priority: CpuPriority, urgent: bool) -> None:
         self._priority = priority
-        self._kind = kind
+        self._urgent = urgent
 
     def __enter__(self) -> None:
-        self._priority._change(self._kind, 1)
+        self._priority._change(self._urgent, 1)
 
     def __exit__(self, *exc: object) -> None:
-        self._priority._change(self._kind, -1)
+        self._priority._change(self._urgent, -1)
 
 
 CPU = CpuPriority()

@@ -353,7 +353,7 @@ class VadTurnStream(STTStream):
 
     def _heard_unfinished(self) -> bool:
         """The last check of this silence said "unfinished". A check still running answers for
-        itself: it asks again when it hears "unfinished" late (`_after_check`)."""
+        itself: when it hears "unfinished" after the recheck's silence, it asks again."""
         if self._checks:
             return False
         completion = self._completion

@@ -60,6 +60,7 @@ class LlamaCppLLM(LLM):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
         self._llm: Any = None
         self._running_threads = threads
+        self._set_threads: Any = None  # llama.cpp's llama_set_n_threads, once loaded
         self._jobs = 0  # generations and warm-ups queued or running on the model's one thread
         self._formatter: Any = None
         self._grammars: dict[str, Any] = {}  # by the tools' JSON: parsing one takes a while
@@ -71,10 +72,11 @@ class LlamaCppLLM(LLM):
         await asyncio.get_running_loop().run_in_executor(self._executor, self._load_blocking)
 
     def _load_blocking(self) -> None:
-        from llama_cpp import Llama
+        from llama_cpp import Llama, llama_set_n_threads
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         path = assets.llm_model_path(progress=False)
+        self._set_threads = llama_set_n_threads
         self._llm = Llama(
             str(path),
             n_ctx=self._context,
@@ -148,9 +150,10 @@ class LlamaCppLLM(LLM):
 
     def _fit_threads(self) -> None:
         """One thread fewer while a final decode or the turn model runs (see CpuPriority)."""
+
         threads = CPU.background_threads(self._threads)
         if threads != self._running_threads:
-            self._llm._ctx.set_n_threads(threads, threads)
+            self._set_threads(self._llm.ctx, threads, threads)
             self._running_threads = threads
 
     async def stream(

@@ -20,8 +20,10 @@ _MAX_PREVIOUS = 448 // 2 - 1
 
 
 @functools.cache
+@functools.cache  # a session's language is checked against it: parse the 1 MB vocabulary once
 def whisper_languages(model_dir: Path) -> dict[str, int]:
-    """The model's languages: code ("en") -> its language token id (from config.json)."""
+    """The model's languages: code ("en") -> its language token id (from config.json).
+    Shared: do not change the dict."""
     config = json.loads((model_dir / "config.json").read_text())
     vocabulary = json.loads((model_dir / "vocabulary.json").read_text())
     return {vocabulary[i].strip("<|>"): i for i in config["lang_ids"]}
