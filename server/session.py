@@ -529,8 +529,8 @@ class Session:
     ) -> AgentResponse:
         if fixed_text is None:
             self._turn_id += 1
-            if self._warming is not None:  # the answer reads its own prompt: no queue behind
-                self._warming.cancel()  # a warm-up (one LLM thread) of words now stale
+            if self._warming is not None:  # a warm-up not yet begun would hold the model's
+                self._warming.cancel()  # one worker ahead of this answer, for words now stale
         messages = self._recent_history()
         if user_text:
             messages.append(ChatMessage("user", user_text))
