@@ -43,7 +43,9 @@ class LeanTranscriber:
     def __init__(self, delay: float) -> None:
         self.delay = delay
 
-    async def transcribe(self, pcm: np.ndarray, final: bool, language: str) -> str:
+    async def transcribe(
+        self, pcm: np.ndarray, final: bool, language: str, skippable: bool = False
+    ) -> str:
         if self.delay:
             await asyncio.sleep(self.delay)
         n = len(pcm) // 512

@@ -36,6 +36,10 @@ BACKCHANNELS = Counter(
     "voice_agent_backchannels_total",
     "Short acknowledgements or noises heard while the agent talked that did not interrupt it",
 )
+INTERIMS_SKIPPED = Counter(
+    "voice_agent_interims_skipped_total",
+    "Interim decodes skipped because every STT worker was busy (the final decodes go first)",
+)
 SESSIONS_ACTIVE = Gauge("voice_agent_sessions_active", "Converse streams open now")
 SESSIONS_TOTAL = Counter("voice_agent_sessions_total", "Converse streams accepted")
 EVENT_LOOP_LAG = Gauge(

@@ -75,10 +75,13 @@ class Transcriber(Protocol):
     """Batch speech recognition over a whole turn's audio (int16, 16 kHz).
 
     `final` asks for the careful decode (beam search) used for END_OF_TURN; interim decodes
-    are greedy and cheap.
+    are greedy and cheap. `skippable`: an interim nobody waits on, which a busy transcriber
+    may answer with "" (the previous interim stands) so the decodes callers wait on go first.
     """
 
-    async def transcribe(self, pcm: np.ndarray, final: bool, language: str) -> str: ...
+    async def transcribe(
+        self, pcm: np.ndarray, final: bool, language: str, skippable: bool = False
+    ) -> str: ...
 
 
 class CompletionModel(Protocol):
@@ -416,8 +419,11 @@ class VadTurnStream(STTStream):
 
         covered = self._windows_seen
 
+        # Over the agent an interim decides whether the agent stops: it is never skipped.
+        skippable = not self._watching
+
         async def interim() -> None:
-            text = await self._stt.transcribe(audio, False, self._opt.language)
+            text = await self._stt.transcribe(audio, False, self._opt.language, skippable)
             if text and self._in_turn and not self._eager_sent and turn_index == self._turn_index:
                 self._emit(TurnEventKind.UPDATE, text, span=span, speech_seconds=speech_seconds)
                 self._interim_result = (turn_index, text, covered)

@@ -71,11 +71,16 @@ class ScriptedTranscriber:
     def __init__(self, delay: float = 0.01) -> None:
         self.delay = delay
         self.calls: list[tuple[int, bool]] = []
+        self.skippable: list[bool] = []  # of each interim decode
 
-    async def transcribe(self, pcm: np.ndarray, final: bool, language: str) -> str:
+    async def transcribe(
+        self, pcm: np.ndarray, final: bool, language: str, skippable: bool = False
+    ) -> str:
         await asyncio.sleep(self.delay)
         loud = loud_windows(pcm)
         self.calls.append((len(pcm), final))
+        if not final:
+            self.skippable.append(skippable)
         if loud and all(abs(pitch(w) - ACK_HZ) < 200 for w in loud):
             return "Uh-huh."
         return f"said {len(loud)} windows" if loud else ""

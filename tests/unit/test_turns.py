@@ -37,11 +37,13 @@ async def run(
     settle: float = 0.3,
     completion: object | None = None,
     watch_at: float | None = None,
+    transcriber: ScriptedTranscriber | None = None,
 ) -> list[TurnUpdate]:
     """Feed `audio`; each event's `at` is replaced by the audio time (s) pushed when it came."""
     if options.mode == TurnMode.SEMANTIC and completion is None:
         completion = ScriptedCompletion()
-    stream = VadTurnStream(ScriptedTranscriber(), VAD, options, completion)  # type: ignore[arg-type]
+    stt = transcriber or ScriptedTranscriber()
+    stream = VadTurnStream(stt, VAD, options, completion)  # type: ignore[arg-type]
     events: list[TurnUpdate] = []
     clock = [0.0]
 
@@ -188,6 +190,15 @@ async def test_watching_for_an_interruption_transcribes_the_first_words_early() 
     assert first[0].speech_seconds < 0.4
 
 
+async def test_only_interims_over_the_agent_must_be_decoded_when_the_stt_is_busy() -> None:
+    audio = np.concatenate([silence(0.3), tone(1.5), silence(1.0)])
+    plain, watched = ScriptedTranscriber(), ScriptedTranscriber()
+    await run(audio, SEMANTIC, transcriber=plain)
+    await run(audio, SEMANTIC, watch_at=0.44, transcriber=watched)
+    assert plain.skippable and all(plain.skippable)
+    assert watched.skippable and not any(watched.skippable)
+
+
 def test_the_words_veto_an_ending_the_voice_suggests() -> None:
     assert judge_complete(0.95, "Can you tell me when the pharmacy opens?", 0.5)
     assert judge_complete(0.6, "I need to change my address.", 0.5)
@@ -201,7 +212,9 @@ def test_the_words_veto_an_ending_the_voice_suggests() -> None:
 class SameWordsTranscriber(ScriptedTranscriber):
     """Hears the same words in any speech, however much of it: interims equal the final."""
 
-    async def transcribe(self, pcm: np.ndarray, final: bool, language: str) -> str:
+    async def transcribe(
+        self, pcm: np.ndarray, final: bool, language: str, skippable: bool = False
+    ) -> str:
         said = await super().transcribe(pcm, final, language)
         return "Is the museum open on Mondays?" if said else ""
 

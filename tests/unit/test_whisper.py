@@ -5,7 +5,11 @@ Loop guard: interim hypotheses that loop are dropped, speech is kept. The loopin
 from issue 19 (8 kHz LINEAR16) and from bench/recognition.py.
 """
 
+import asyncio
+import threading
+
 import grpc
+import numpy as np
 import pytest
 from voiceagent.client import linear16
 from voiceagent.v1 import voice_agent_pb2 as pb
@@ -13,6 +17,7 @@ from voiceagent.v1 import voice_agent_pb2 as pb
 from server import assets
 from server.backends.stt.whisper import (
     COMPRESSION_RATIO_LIMIT,
+    Hypothesis,
     WhisperSTT,
     compression_ratio,
     looping_reason,
@@ -137,3 +142,62 @@ def test_the_languages_are_the_models_language_tokens() -> None:
         len(languages) == 99 and languages["en"] == 50259 and languages["haw"] in languages.values()
     )
     assert "yue" not in languages  # a large-v3 language; base has no token for it
+
+
+async def test_a_skippable_interim_gives_way_when_every_worker_is_busy() -> None:
+    """Decodes callers wait on (finals, interims over the agent) are never skipped; an interim
+    nobody waits on is "" while the workers are busy, and decodes again once one is free."""
+    stt = WhisperSTT(workers=1)
+    release = threading.Event()
+    started = threading.Event()
+
+    def decode(pcm: np.ndarray, final: bool, language: str) -> Hypothesis:
+        started.set()
+        release.wait(5)
+        return Hypothesis("final words" if final else "interim words")
+
+    stt.decode = decode  # type: ignore[method-assign]  # the CTranslate2 model's place
+    audio = np.zeros(16000, np.int16)
+    try:
+        final = asyncio.create_task(stt.transcribe(audio, True, "en"))
+        await asyncio.to_thread(started.wait, 5)
+        assert await stt.transcribe(audio, False, "en", skippable=True) == ""
+        waiting = asyncio.create_task(stt.transcribe(audio, False, "en"))  # not skippable
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        release.set()
+        assert await final == "final words"
+        assert await waiting == "interim words"
+        assert await stt.transcribe(audio, False, "en", skippable=True) == "interim words"
+    finally:
+        release.set()
+        await stt.aclose()
+
+
+async def test_a_cancelled_decode_frees_its_worker_slot() -> None:
+    stt = WhisperSTT(workers=1)
+    release = threading.Event()
+
+    def decode(pcm: np.ndarray, final: bool, language: str) -> Hypothesis:
+        release.wait(5)
+        return Hypothesis("words")
+
+    stt.decode = decode  # type: ignore[method-assign]
+    audio = np.zeros(16000, np.int16)
+    try:
+        running = asyncio.create_task(stt.transcribe(audio, False, "en"))
+        queued = asyncio.create_task(stt.transcribe(audio, False, "en"))
+        await asyncio.sleep(0.05)
+        queued.cancel()  # cancelled before it ran
+        running.cancel()  # cancelled while its thread decodes
+        await asyncio.gather(running, queued, return_exceptions=True)
+        release.set()
+        for _ in range(100):
+            if await stt.transcribe(audio, False, "en", skippable=True):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the worker slots were never freed")
+    finally:
+        release.set()
+        await stt.aclose()
