@@ -29,8 +29,9 @@ from server.campaign_store import (
     InvalidPageToken,
 )
 from server.limits import MAX_GREETING, MAX_LANGUAGE, MAX_NAME, MAX_SYSTEM_PROMPT
-from server.options import OptionError, llm_backend_for, model_id, tts_backend_for
-from server.status import StatusError, abort, status_for
+from server.options import model_id
+from server.session_setup import campaign_choices
+from server.status import StatusError, abort
 from server.tools.spec import ToolError, blank_header_values, check_builtins, tool_specs
 
 T = TypeVar("T")
@@ -256,13 +257,9 @@ class CampaignsService(cpb_grpc.CampaignsServicer):
                 ),
             )
         try:
-            if fields.get("llm_model"):
-                fields["llm_model"] = model_id(fields["llm_model"])
-                llm_backend_for(self._backends, fields["llm_model"], "campaign.llm_model")
-            if fields.get("tts_voice"):
-                tts_backend_for(self._backends, fields["tts_voice"], "campaign.tts_voice")
-        except OptionError as err:
-            await abort(context, status_for(err))
+            fields.update(campaign_choices(fields, self._backends))
+        except StatusError as err:
+            await abort(context, err)
 
 
 async def _validate_tools(campaign: cpb.Campaign, context: grpc.aio.ServicerContext) -> None:

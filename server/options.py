@@ -17,8 +17,7 @@ from voiceagent.v1 import voice_agent_pb2 as pb
 from server.backends.llm.base import LLM
 from server.backends.registry import BackendError, Backends, Kind
 from server.backends.tts.base import TTS
-from server.campaign_store import CONFIG_FIELDS, CampaignStore, ConfigRecord
-from server.limits import MAX_SYSTEM_PROMPT
+from server.campaign_store import CampaignStore, ConfigRecord
 
 
 class OptionError(Exception):
@@ -224,46 +223,9 @@ class ServerDefaults:
             self._value = replace(self._own, **fields, version=record.version)
             self._changed.notify_all()
 
-    async def update(
-        self,
-        config: pb.Config,
-        paths: list[str],
-        backends: Backends,
-        expected_version: int | None = None,
-    ) -> Defaults:
-        """Validate every named field first, then write them all at once to the shared store
-        (ConfigConflict when `expected_version` is stale; other store errors propagate)."""
-        unknown = [p for p in paths if p not in CONFIG_FIELDS]
-        if unknown:
-            raise OptionError(
-                f"update_mask.paths[{paths.index(unknown[0])}] {unknown[0]!r} is not a config field; "
-                f"fields: {', '.join(CONFIG_FIELDS)}",
-                kind="invalid",
-                field=f"update_mask.paths[{paths.index(unknown[0])}]",
-            )
-        if not paths:
-            paths = [f for f in CONFIG_FIELDS if getattr(config, f)]
-        for path in paths:
-            value = getattr(config, path)
-            if path != "system_prompt" and not value:
-                raise OptionError(
-                    f"config.{path} must not be empty", kind="invalid", field=f"config.{path}"
-                )
-        if "stt" in paths:
-            check_stt(backends, config.stt, "config.stt")
-        if "llm_model" in paths:
-            llm_backend_for(backends, config.llm_model, "config.llm_model")
-        if "tts_voice" in paths:
-            tts_backend_for(backends, config.tts_voice, "config.tts_voice")
-        if len(config.system_prompt) > MAX_SYSTEM_PROMPT:
-            raise OptionError(
-                f"config.system_prompt has {len(config.system_prompt)} characters; the limit is {MAX_SYSTEM_PROMPT}",
-                kind="invalid",
-                field="config.system_prompt",
-            )
-        fields = {p: getattr(config, p) for p in paths}
-        if "llm_model" in fields:
-            fields["llm_model"] = model_id(fields["llm_model"])
+    async def update(self, fields: dict[str, str], expected_version: int | None = None) -> Defaults:
+        """Write `fields` (checked by session_setup.config_update_fields) all at once to the
+        shared store (ConfigConflict when `expected_version` is stale; store errors propagate)."""
         record = await asyncio.to_thread(self._store.update_config, fields, expected_version)
         await self._apply(record)
         return self._value

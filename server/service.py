@@ -42,7 +42,13 @@ from server.options import (
 )
 from server.sentences import SentenceSplitter, speakable
 from server.session import Session, SessionSetup
-from server.session_setup import offered_choice, requested_setup, turn_options_for
+from server.session_setup import (
+    checked_choice,
+    config_update_fields,
+    offered_choice,
+    requested_setup,
+    turn_options_for,
+)
 from server.settings import Settings
 from server.status import StatusError, abort, stalled_client, status_for
 from server.tasks import TaskSet
@@ -250,13 +256,23 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
 
         requested = requested_setup(config, campaign, defaults)
         llm_model, voice = requested.llm_model, requested.tts_voice
+        # An explicit backend serves the name it is given (or refuses it below, naming what
+        # it offers); otherwise the name picks its backend.
+        llm_name = (
+            config.llm
+            or (
+                checked_choice(
+                    self._backends, "llm_model", llm_model or defaults.llm_model, "config"
+                )
+            ).backend
+        )
+        tts_name = (
+            config.tts
+            or (
+                checked_choice(self._backends, "tts_voice", voice or defaults.tts_voice, "config")
+            ).backend
+        )
         try:
-            llm_name = config.llm or llm_backend_for(
-                self._backends, llm_model or defaults.llm_model, "config.llm_model"
-            )
-            tts_name = config.tts or tts_backend_for(
-                self._backends, voice or defaults.tts_voice, "config.tts_voice"
-            )
             stt = await self._backends.get_stt(config.stt or defaults.stt)
             llm = await self._backends.get_llm(llm_name)
             tts = await self._backends.get_tts(tts_name)
@@ -384,11 +400,12 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
                     ),
                 )
         try:
-            value = await self._defaults.update(
-                request.config, list(request.update_mask.paths), self._backends, expected
+            fields = config_update_fields(
+                request.config, list(request.update_mask.paths), self._backends
             )
-        except OptionError as err:
-            await abort(context, status_for(err))
+            value = await self._defaults.update(fields, expected)
+        except StatusError as err:
+            await abort(context, err)
         except ConfigConflict as err:
             await abort(context, StatusError(grpc.StatusCode.ABORTED, str(err)))
         except Exception as err:  # the shared store is down or unreachable

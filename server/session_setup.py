@@ -7,6 +7,7 @@ the server-wide defaults, then the built-in defaults.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -14,11 +15,12 @@ from voiceagent.v1 import voice_agent_pb2 as pb
 
 from server.backends.registry import Backends
 from server.backends.stt.base import TurnMode, TurnOptions
-from server.campaign_store import CampaignRecord
-from server.limits import CONFIG_UPDATE_LIMITS, overlong
+from server.campaign_store import CONFIG_FIELDS, CampaignRecord
+from server.limits import CONFIG_UPDATE_LIMITS, MAX_SYSTEM_PROMPT, overlong
 from server.options import (
     Defaults,
     OptionError,
+    check_stt,
     llm_backend_for,
     model_id,
     tts_backend_for,
@@ -75,6 +77,77 @@ def offered_choice(wanted: str, default: str, offered: list[str], field: str, by
     return choice
 
 
+@dataclass(frozen=True)
+class Choice:
+    """A model, voice or STT backend some request names, as the server knows it."""
+
+    name: str  # model aliases resolved
+    backend: str  # the backend that serves it
+
+
+def checked_choice(backends: Backends, field: str, value: str, prefix: str) -> Choice:
+    """`value` for the setup field `field` (stt, llm_model or tts_voice), with the backend that
+    serves it; StatusError naming `prefix.field` when none does.
+
+    The one check behind Converse's setup, a mid-call update, UpdateConfig and campaigns: a
+    name one of them accepts, the others accept too.
+    """
+    name = f"{prefix}.{field}"
+    try:
+        if field == "llm_model":
+            model = model_id(value)
+            return Choice(model, llm_backend_for(backends, model, name))
+        if field == "tts_voice":
+            return Choice(value, tts_backend_for(backends, value, name))
+        if field == "stt":
+            check_stt(backends, value, name)
+            return Choice(value, value)
+    except OptionError as err:
+        raise status_for(err) from err
+    raise ValueError(f"{field!r} is not a model, voice or STT field")
+
+
+def config_update_fields(
+    config: pb.Config, paths: Sequence[str], backends: Backends
+) -> dict[str, str]:
+    """The server-wide defaults an UpdateConfig writes, every named field checked before any is
+    written; no paths: the populated fields. StatusError naming the field."""
+    unknown = [p for p in paths if p not in CONFIG_FIELDS]
+    if unknown:
+        index = list(paths).index(unknown[0])
+        raise StatusError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"update_mask.paths[{index}] {unknown[0]!r} is not a config field; "
+            f"fields: {', '.join(CONFIG_FIELDS)}",
+        )
+    paths = list(paths) or [f for f in CONFIG_FIELDS if getattr(config, f)]
+    fields: dict[str, str] = {}
+    for path in paths:
+        value: str = getattr(config, path)
+        if path == "system_prompt":
+            if len(value) > MAX_SYSTEM_PROMPT:
+                raise StatusError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"config.system_prompt has {len(value)} characters; the limit is "
+                    f"{MAX_SYSTEM_PROMPT}",
+                )
+            fields[path] = value
+        elif not value:
+            raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, f"config.{path} must not be empty")
+        else:
+            fields[path] = checked_choice(backends, path, value, "config").name
+    return fields
+
+
+def campaign_choices(fields: Mapping[str, str], backends: Backends) -> dict[str, str]:
+    """A campaign's fields with its model and voice checked (empty: the server's default)."""
+    checked = dict(fields)
+    for field in ("llm_model", "tts_voice"):
+        if checked.get(field):
+            checked[field] = checked_choice(backends, field, checked[field], "campaign").name
+    return checked
+
+
 UPDATE_FIELDS = ("llm_model", "tts_voice", "system_prompt")
 
 
@@ -101,25 +174,22 @@ def update_plan(update: pb.ConfigUpdate, backends: Backends) -> UpdatePlan:
             grpc.StatusCode.INVALID_ARGUMENT,
             f"update.update_mask names unknown field {unknown[0]!r}; fields: {', '.join(UPDATE_FIELDS)}",
         )
-    try:
-        llm_backend = (
-            llm_backend_for(backends, update.llm_model, "update.llm_model")
-            if "llm_model" in paths
-            else ""
-        )
-        tts_backend = (
-            tts_backend_for(backends, update.tts_voice, "update.tts_voice")
-            if "tts_voice" in paths
-            else ""
-        )
-    except OptionError as err:
-        raise status_for(err) from err
+    model = (
+        checked_choice(backends, "llm_model", update.llm_model, "update")
+        if "llm_model" in paths
+        else Choice(model_id(update.llm_model), "")
+    )
+    voice = (
+        checked_choice(backends, "tts_voice", update.tts_voice, "update")
+        if "tts_voice" in paths
+        else Choice(update.tts_voice, "")
+    )
     return UpdatePlan(
         paths=tuple(paths),
-        llm_model=model_id(update.llm_model),
-        llm_backend=llm_backend,
+        llm_model=model.name,
+        llm_backend=model.backend,
         tts_voice=update.tts_voice,
-        tts_backend=tts_backend,
+        tts_backend=voice.backend,
         system_prompt=update.system_prompt,
     )
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from voiceagent.v1 import voice_agent_pb2 as pb
 
 from server.main import VoiceAgentServer
 
@@ -69,9 +68,7 @@ async def test_ai_options_and_campaigns_with_buf_curl(offline_server: VoiceAgent
     )
     assert config["systemPrompt"] == "You are terse."
     # Leave the shared server as the other tests expect.
-    await offline_server.defaults.update(
-        pb.Config(system_prompt=original.system_prompt), ["system_prompt"], offline_server.backends
-    )
+    await offline_server.defaults.update({"system_prompt": original.system_prompt})
 
     created = await buf_curl(
         offline_server,

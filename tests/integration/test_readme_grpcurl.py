@@ -11,7 +11,6 @@ import wave
 from pathlib import Path
 
 import numpy as np
-from voiceagent.v1 import voice_agent_pb2 as pb
 
 from server.main import VoiceAgentServer
 from tests.integration.conftest import pause, speak, write_wav
@@ -74,11 +73,7 @@ async def test_readme_grpcurl_examples_run_as_written(
         assert watched[-1]["system_prompt"] == "You are a terse assistant." and len(watched) >= 2
     finally:
         # Leave the shared server as the other tests expect.
-        await offline_server.defaults.update(
-            pb.Config(system_prompt=original.system_prompt),
-            ["system_prompt"],
-            offline_server.backends,
-        )
+        await offline_server.defaults.update({"system_prompt": original.system_prompt})
 
 
 def _json_objects(text: str) -> list[str]:

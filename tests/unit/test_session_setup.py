@@ -12,7 +12,15 @@ from voiceagent.v1 import voice_agent_pb2 as pb
 from server.backends.registry import Backends
 from server.campaign_store import CampaignRecord
 from server.options import Defaults
-from server.session_setup import offered_choice, requested_setup, turn_options_for, update_plan
+from server.session_setup import (
+    campaign_choices,
+    checked_choice,
+    config_update_fields,
+    offered_choice,
+    requested_setup,
+    turn_options_for,
+    update_plan,
+)
 from server.status import StatusError
 from tests.unit.scripted import ScriptedLLM, ScriptedSTT, ScriptedTTS
 
@@ -152,3 +160,75 @@ def test_a_wrong_mid_call_update_is_refused_naming_the_field(
         update_plan(update, _backends())
     assert caught.value.code == code
     assert words in caught.value.message
+
+
+def test_one_check_accepts_the_same_names_everywhere() -> None:
+    backends = _backends()
+    model = checked_choice(backends, "llm_model", "scripted-large", "config")
+    assert (model.name, model.backend) == ("scripted-large", ScriptedLLM().name)
+    assert checked_choice(backends, "tts_voice", "bass", "campaign").backend == ScriptedTTS().name
+    assert checked_choice(backends, "stt", ScriptedSTT().name, "config").backend == "scripted-stt"
+    for prefix in ("config", "campaign", "update"):
+        with pytest.raises(StatusError) as caught:
+            checked_choice(backends, "tts_voice", "tenor", prefix)
+        assert caught.value.code == grpc.StatusCode.NOT_FOUND
+        assert caught.value.message.startswith(f"{prefix}.tts_voice 'tenor' is not a known voice")
+
+
+class QwenLLM(ScriptedLLM):
+    name = "qwen-llm"
+
+    def models(self) -> list[str]:
+        return ["qwen2.5-coder-0.5b-instruct"]
+
+
+def test_a_config_update_checks_every_field_and_resolves_old_model_ids() -> None:
+    backends = Backends(
+        stt={ScriptedSTT.name: ScriptedSTT()},
+        llm={QwenLLM.name: QwenLLM()},
+        tts={ScriptedTTS.name: ScriptedTTS()},
+    )
+    config = pb.Config(llm_model="qwen2.5-0.5b-instruct", tts_voice="bass", system_prompt="")
+    assert config_update_fields(config, ["llm_model", "system_prompt"], backends) == {
+        "llm_model": "qwen2.5-coder-0.5b-instruct",
+        "system_prompt": "",
+    }
+    # no mask: the populated fields
+    assert config_update_fields(config, [], backends) == {
+        "llm_model": "qwen2.5-coder-0.5b-instruct",
+        "tts_voice": "bass",
+    }
+
+
+@pytest.mark.parametrize(
+    ("config", "paths", "code", "words"),
+    [
+        (pb.Config(), ["voice"], grpc.StatusCode.INVALID_ARGUMENT, "update_mask.paths[0] 'voice'"),
+        (pb.Config(), ["stt"], grpc.StatusCode.INVALID_ARGUMENT, "config.stt must not be empty"),
+        (pb.Config(stt="nope"), ["stt"], grpc.StatusCode.NOT_FOUND, "stt backend 'nope'"),
+        (pb.Config(llm_model="gpt-9"), [], grpc.StatusCode.NOT_FOUND, "config.llm_model 'gpt-9'"),
+        (
+            pb.Config(tts_voice="bass", system_prompt="x" * 9000),
+            [],
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "config.system_prompt has 9000 characters",
+        ),
+    ],
+)
+def test_a_wrong_config_update_is_refused_naming_the_field(
+    config: pb.Config, paths: list[str], code: grpc.StatusCode, words: str
+) -> None:
+    with pytest.raises(StatusError) as caught:
+        config_update_fields(config, paths, _backends())
+    assert caught.value.code == code
+    assert words in caught.value.message
+
+
+def test_a_campaign_names_a_model_and_voice_the_server_has_or_none() -> None:
+    backends = _backends()
+    fields = {"name": "Sales", "llm_model": "", "tts_voice": "bass", "persona": "p"}
+    assert campaign_choices(fields, backends) == fields
+    with pytest.raises(StatusError) as caught:
+        campaign_choices({"llm_model": "gpt-9"}, backends)
+    assert caught.value.code == grpc.StatusCode.NOT_FOUND
+    assert "campaign.llm_model 'gpt-9'" in caught.value.message
