@@ -197,7 +197,8 @@ class WhisperSTT(STT):
             return ""
         with self._decoding_lock:
             self._decoding += 1
-        future = self._executor.submit(self.decode, pcm, final, language)
+        # A decode somebody waits on (a final, an interim over the agent) takes cores first.
+        future = self._executor.submit(self.decode, pcm, final, language, pressing=not skippable)
         future.add_done_callback(self._decode_done)  # also when cancelled before it ran
         hypothesis = await asyncio.wrap_future(future)
         if hypothesis.looping and not final:
@@ -224,11 +225,13 @@ class WhisperSTT(STT):
         language: str,
         beam_size: int | None = None,
         vocabulary: str = "",
+        pressing: bool | None = None,
     ) -> Hypothesis:
         """Blocking decode of int16 16 kHz audio, loop test included.
 
         `beam_size` (default: beam 2 for finals, greedy for interims) and `vocabulary` (words
         given to Whisper as the previous text) are what bench/recognition.py compares.
+        `pressing` (default: finals) makes token generation give up a core meanwhile.
         """
         import ctranslate2
 
@@ -240,9 +243,10 @@ class WhisperSTT(STT):
             [pcm.astype(np.float32) / 32768.0, np.zeros(int(16000 * _TAIL_SECONDS), np.float32)]
         )
         features = log_mel(audio, len(audio) // HOP)
-        # A final decode is what the caller waits for: token generation makes room meanwhile.
-        pressing = CPU.pressing() if final else contextlib.nullcontext()
-        with pressing:
+        # A final decode is what the caller waits for, an interim over the agent decides whether
+        # it stops: token generation makes room meanwhile.
+        priority = CPU.pressing() if (final if pressing is None else pressing) else None
+        with priority or contextlib.nullcontext():
             result = self._model.generate(
                 ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])),
                 [prompt],
