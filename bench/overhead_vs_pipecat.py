@@ -443,6 +443,9 @@ class LocalContext:
     def peer(self) -> str:
         return "in-process"
 
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()  # no trace context, no SIP caller
+
     async def abort(self, code: Any, details: str = "") -> None:
         raise RuntimeError(f"aborted: {code} {details}")
 
