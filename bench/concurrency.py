@@ -479,7 +479,11 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("turn detector (server/turns.py)", ("server/turns.py",)),
-    ("reading audio messages (gRPC read, Session._read, decode)", ("Session._read (",)),
+    (
+        "reading audio messages (gRPC read, Session._read, decode)",
+        ("Session._read (", "_Observed.__anext__ ("),  # the servicer's wrapper reads for it
+    ),
+    ("writing responses (gRPC write in the servicer's loop)", ("VoiceAgentService.Converse (",)),
     (
         "agent answers (stand-ins, sentence cutting, resampling, outbound audio)",
         ("AgentResponse", "scripted_backends", "server/audio.py", "server/sentences.py", "soxr"),

@@ -138,7 +138,7 @@ def report(results: dict[str, list[float]], command: str, n: int) -> str:
         )
     v2v = results["voice_to_voice_ms"]
     stages = {
-        "end of speech -> final transcript (eager EOT silence + beam-5 decode)": results[
+        "end of speech -> final transcript (the turn model and the beam-2 final decode)": results[
             "stt_final_ms"
         ],
         "final transcript -> first LLM token": [
