@@ -235,6 +235,10 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
                 session_log.error("call %s: not recorded: %s", setup.session_id, err)
         return CallRecorder(self._campaigns, call, recording)
 
+    def _serving(self, field: str, name: str) -> str:
+        """The backend serving the model or voice `name`; StatusError naming config.`field`."""
+        return checked_choice(self._backends, field, name, "config").backend
+
     async def _resolve(self, config: pb.SessionConfig) -> SessionSetup:
         """Defaults, campaign, backends and formats for a new session; StatusError says what is wrong.
 
@@ -258,20 +262,8 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
         llm_model, voice = requested.llm_model, requested.tts_voice
         # An explicit backend serves the name it is given (or refuses it below, naming what
         # it offers); otherwise the name picks its backend.
-        llm_name = (
-            config.llm
-            or (
-                checked_choice(
-                    self._backends, "llm_model", llm_model or defaults.llm_model, "config"
-                )
-            ).backend
-        )
-        tts_name = (
-            config.tts
-            or (
-                checked_choice(self._backends, "tts_voice", voice or defaults.tts_voice, "config")
-            ).backend
-        )
+        llm_name = config.llm or self._serving("llm_model", llm_model or defaults.llm_model)
+        tts_name = config.tts or self._serving("tts_voice", voice or defaults.tts_voice)
         try:
             stt = await self._backends.get_stt(config.stt or defaults.stt)
             llm = await self._backends.get_llm(llm_name)

@@ -245,8 +245,8 @@ class WhisperSTT(STT):
         features = log_mel(audio, len(audio) // HOP)
         # A final decode is what the caller waits for, an interim over the agent decides whether
         # it stops: token generation makes room meanwhile.
-        priority = CPU.pressing() if (final if pressing is None else pressing) else None
-        with priority or contextlib.nullcontext():
+        pressing = final if pressing is None else pressing
+        with CPU.pressing() if pressing else contextlib.nullcontext():
             result = self._model.generate(
                 ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])),
                 [prompt],
