@@ -3,9 +3,9 @@
 One model instance serves every session through one inference thread (its single-worker
 executor serializes generation and cache warming). llama.cpp reuses the
 longest common token prefix of consecutive prompts, so after each turn we evaluate the next
-prompt's known prefix (system prompt + history + the user-turn header) while the user is still
-speaking: the reply then only pays for the user's new words (~30 ms to the first token instead
-of ~350 ms).
+prompt's known prefix (system prompt + history + the user-turn header), and while the user
+speaks, the whole prompt of a reply to the words heard so far: the reply then only pays for the
+words the interim transcript missed (one token when it heard them all).
 
 Tools go through the model's own chat template (Qwen2.5's `<tools>` section, calls as
 `{"name": ..., "arguments": ...}` objects) and the reply is constrained by a llama.cpp grammar:
@@ -218,10 +218,17 @@ class LlamaCppLLM(LLM):
         def evaluate() -> None:
             if cancelled.is_set():
                 return
-            # The prompt of the next reply up to the user's words (as far as they are heard),
-            # cut as that reply's will be.
+            if heard:
+                # The whole prompt of a reply to `heard`, as `stream` will evaluate it: when the
+                # turn ends on these words, the reply reads one token before it writes (under
+                # the final decode's load, the turn's end and the reply's header took 100-200
+                # ms). When the caller goes on, the next prompt shares all up to their words.
+                tokens, _ = self._fitted([*messages, ChatMessage("user", heard)], tools)
+                self._evaluate(tokens[:-1], cancelled)
+                return
+            # No words yet: the prompt up to the user turn, cut as that reply's will be.
             budget = self._context - self._max_tokens - PROMPT_OVERHEAD
-            fitted = fit([*messages, ChatMessage("user", heard + _MARK)], budget, self._count)
+            fitted = fit([*messages, ChatMessage("user", _MARK)], budget, self._count)
             prompt, _ = self._prompt(fitted, tools)
             prefix = prompt.split(_MARK)[0]
             tokens = self._llm.tokenize(prefix.encode(), add_bos=False, special=True)
