@@ -5,11 +5,11 @@ State per stream:
   idle --(speech for min_speech_ms)--> START_OF_TURN
   in turn: UPDATE with an interim transcript every ~interim_ms of new audio (every ~128 ms at
            first while the caller talks over the agent: `watch_for_interruption`)
-           after 64 ms of silence a final (beam search) decode starts, and in semantic mode the
-           completion model scores the turn's audio (again at ~220 ms if it was unfinished)
+           after 32 ms of silence a final (beam search) decode starts, and in semantic mode at 64
+           ms the completion model scores the turn's audio (again at ~220 ms if it was unfinished)
            EAGER_END_OF_TURN once the decode is in and eager_silence_ms have passed (not when
            the turn is judged complete before that: END_OF_TURN comes straight away); in
-           semantic mode already at 64 ms of silence from the last interim transcript when it
+           semantic mode already at 32 ms of silence from the last interim transcript when it
            heard nearly all the speech (END_OF_TURN keeps it if the final has the same words)
            speech again after an eager event: TURN_RESUMED
            END_OF_TURN: silence mode, after end_of_turn_silence_ms of silence; semantic mode, as
@@ -44,9 +44,15 @@ from server.vad import WINDOW, VoiceActivityDetector
 
 SPEECH_THRESHOLD = 0.5
 SILENCE_THRESHOLD = 0.35  # hysteresis: between the two, the previous state holds
-# The eager decode (and the first completion check) start after this much silence (64 ms): they
-# overlap the wait instead of following it.
-PREPARE_WINDOWS = 2
+# The eager decode and the speculative answer start at the first silent window (32 ms): they
+# overlap the wait instead of following it. Silero's hysteresis leaves almost no one-window gaps
+# inside speech (none in the 22 utterances of bench/turn_taking.py at 16 or 8 kHz), so starting
+# there costs few decodes that a resumed turn throws away.
+PREPARE_WINDOWS = 1
+# The first completion check waits one window more (64 ms): the model is trained on turns that
+# end in some silence, and the final decode, which the end of the turn also waits for, takes
+# longer than the check.
+CHECK_WINDOWS = 2
 # Semantic mode checks completion again at this silence (~220 ms) when the first check heard an
 # unfinished turn: the model is trained on turns ending in up to ~200 ms of silence. Later checks
 # would not help: past ~300 ms the silence itself makes the model call nearly any turn complete
@@ -120,7 +126,7 @@ class VadTurnStream(STTStream):
         self._opt = options
         self._eager_windows = max(1, options.eager_silence_ms // 32)
         if self._semantic:
-            self._min_windows = max(PREPARE_WINDOWS, options.min_silence_ms // 32)
+            self._min_windows = max(CHECK_WINDOWS, options.min_silence_ms // 32)
             self._eot_windows = max(self._min_windows + 1, options.max_silence_ms // 32)
         else:
             self._min_windows = self._eot_windows = max(
@@ -245,7 +251,7 @@ class VadTurnStream(STTStream):
         if self._silence_run == PREPARE_WINDOWS and (self._opt.eager_enabled or self._semantic):
             self._schedule_eager()
             self._maybe_speculate_from_interim()
-        if self._semantic and self._silence_run == PREPARE_WINDOWS:
+        if self._semantic and self._silence_run == CHECK_WINDOWS:
             self._schedule_check()
         elif self._semantic and self._silence_run in RECHECK_WINDOWS and self._heard_unfinished():
             self._rechecked = True
@@ -451,7 +457,7 @@ class VadTurnStream(STTStream):
         """Semantic mode: EAGER_END_OF_TURN from the last interim as soon as the caller falls
         silent, when that interim heard (nearly) all the speech and is no repetition loop.
 
-        The speculative answer then starts ~64 ms into the silence instead of after the final
+        The speculative answer then starts ~32 ms into the silence instead of after the final
         decode (~150-250 ms more); END_OF_TURN keeps it when the final decode has the same
         words, otherwise the session answers the final transcript afresh.
         """

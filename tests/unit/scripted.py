@@ -44,6 +44,14 @@ def loud_windows(pcm: np.ndarray) -> list[np.ndarray]:
     return [w for w, r in zip(windows, rms, strict=True) if r > 500]
 
 
+def quiet_tail(pcm: np.ndarray) -> int:
+    """How many 32 ms windows of silence end `pcm` (the silence a decode or check was given)."""
+    n = len(pcm) // 512
+    rms = np.sqrt(np.mean(pcm[: n * 512].reshape(n, 512).astype(np.float64) ** 2, axis=1))
+    loud = np.flatnonzero(rms > 500)
+    return n - 1 - int(loud[-1]) if len(loud) else n
+
+
 def tone(seconds: float, rate: int = RATE, freq: float = 440.0, level: int = 8000) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (level * np.sin(2 * np.pi * freq * t)).astype(np.int16)
@@ -72,6 +80,7 @@ class ScriptedTranscriber:
         self.delay = delay
         self.calls: list[tuple[int, bool]] = []
         self.skippable: list[bool] = []  # of each interim decode
+        self.final_tails: list[int] = []  # silent windows ending each final decode's audio
 
     async def transcribe(
         self, pcm: np.ndarray, final: bool, language: str, skippable: bool = False
@@ -79,7 +88,9 @@ class ScriptedTranscriber:
         await asyncio.sleep(self.delay)
         loud = loud_windows(pcm)
         self.calls.append((len(pcm), final))
-        if not final:
+        if final:
+            self.final_tails.append(quiet_tail(pcm))
+        else:
             self.skippable.append(skippable)
         if loud and all(abs(pitch(w) - ACK_HZ) < 200 for w in loud):
             return "Uh-huh."
@@ -92,10 +103,12 @@ class ScriptedCompletion:
     def __init__(self, delay: float = 0.01) -> None:
         self.delay = delay
         self.calls = 0
+        self.tails: list[int] = []  # silent windows ending each check's audio
 
     async def completion(self, pcm: np.ndarray) -> float:
         await asyncio.sleep(self.delay)
         self.calls += 1
+        self.tails.append(quiet_tail(pcm))
         loud = loud_windows(pcm)
         return 0.1 if loud and abs(pitch(loud[-1]) - LOW_HZ) < 60 else 0.9
 

@@ -128,6 +128,21 @@ async def test_a_complete_turn_ends_after_a_short_silence() -> None:
     assert end.at - end.speech_end < 0.45
 
 
+async def test_the_final_decode_starts_at_the_first_silent_window_the_check_at_the_second() -> None:
+    """The decode the end of the turn waits for overlaps the silence from its first window; the
+    completion model, trained on turns ending in some silence, hears one window more."""
+    stt, model = ScriptedTranscriber(), ScriptedCompletion()
+    events = await run(
+        np.concatenate([silence(0.3), tone(1.0), silence(1.0)]),
+        SEMANTIC,
+        completion=model,
+        transcriber=stt,
+    )
+    assert kinds(events)[-1] == K.END_OF_TURN
+    assert stt.final_tails == [1]  # one final decode, reused for END_OF_TURN
+    assert model.tails[0] == 2
+
+
 async def test_an_unfinished_phrase_and_a_pause_are_one_turn() -> None:
     audio = np.concatenate([unfinished(0.8), silence(1.2), tone(0.8), silence(1.0)])
     events = await run(audio, SEMANTIC)
