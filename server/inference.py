@@ -61,10 +61,10 @@ class CpuPriority:
     - `urgent()` (speech synthesis): generation pauses between tokens. The LLM writes ~10x faster
       than speech plays, so it loses nothing the caller hears, while the first audio of a reply
       stops competing with it for the cores.
-    - `pressing()` (the final decode, the turn model: one thread each): generation goes on with
-      fewer threads (`background_threads`). Pausing it would put the whole decode in front of a
-      speculative answer's first tokens; keeping all its threads would slow the decode that the
-      end of the turn waits for.
+    - `pressing()` (every Whisper decode, the turn model: one thread each): generation goes on
+      with fewer threads (`background_threads`). Pausing it would put the whole decode in front
+      of a speculative answer's first tokens; keeping both its threads beside a decode on two
+      cores slows both (llama.cpp's threads wait for each other after every layer).
     """
 
     def __init__(self) -> None:

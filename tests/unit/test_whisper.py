@@ -151,7 +151,7 @@ async def test_a_skippable_interim_gives_way_when_every_worker_is_busy() -> None
     release = threading.Event()
     started = threading.Event()
 
-    def decode(pcm: np.ndarray, final: bool, language: str, pressing: bool) -> Hypothesis:
+    def decode(pcm: np.ndarray, final: bool, language: str) -> Hypothesis:
         started.set()
         release.wait(5)
         return Hypothesis("final words" if final else "interim words")
@@ -178,7 +178,7 @@ async def test_a_cancelled_decode_frees_its_worker_slot() -> None:
     stt = WhisperSTT(workers=1)
     release = threading.Event()
 
-    def decode(pcm: np.ndarray, final: bool, language: str, pressing: bool) -> Hypothesis:
+    def decode(pcm: np.ndarray, final: bool, language: str) -> Hypothesis:
         release.wait(5)
         return Hypothesis("words")
 

@@ -15,7 +15,6 @@ again or compresses like a loop is dropped: the turn keeps showing the previous 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import re
@@ -197,8 +196,7 @@ class WhisperSTT(STT):
             return ""
         with self._decoding_lock:
             self._decoding += 1
-        # A decode somebody waits on (a final, an interim over the agent) takes cores first.
-        future = self._executor.submit(self.decode, pcm, final, language, pressing=not skippable)
+        future = self._executor.submit(self.decode, pcm, final, language)
         future.add_done_callback(self._decode_done)  # also when cancelled before it ran
         hypothesis = await asyncio.wrap_future(future)
         if hypothesis.looping and not final:
@@ -225,13 +223,11 @@ class WhisperSTT(STT):
         language: str,
         beam_size: int | None = None,
         vocabulary: str = "",
-        pressing: bool | None = None,
     ) -> Hypothesis:
         """Blocking decode of int16 16 kHz audio, loop test included.
 
         `beam_size` (default: beam 2 for finals, greedy for interims) and `vocabulary` (words
         given to Whisper as the previous text) are what bench/recognition.py compares.
-        `pressing` (default: finals) makes token generation give up a core meanwhile.
         """
         import ctranslate2
 
@@ -243,10 +239,12 @@ class WhisperSTT(STT):
             [pcm.astype(np.float32) / 32768.0, np.zeros(int(16000 * _TAIL_SECONDS), np.float32)]
         )
         features = log_mel(audio, len(audio) // HOP)
-        # A final decode is what the caller waits for, an interim over the agent decides whether
-        # it stops: token generation makes room meanwhile.
-        pressing = final if pressing is None else pressing
-        with CPU.pressing() if pressing else contextlib.nullcontext():
+        # Token generation gives up a core meanwhile: llama.cpp's two threads meet at a barrier
+        # after every layer, so with a decode beside them on 2 cores each token waits for the
+        # scheduler. With every decode (interims too) pressing, voice-to-voice p50 / p95 went
+        # from 441 / 664 and 453 / 630 ms to 392 / 563 and 439 / 555 (bench/voice_to_voice.py
+        # --questions 30, two runs each, same machine).
+        with CPU.pressing():
             result = self._model.generate(
                 ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])),
                 [prompt],
