@@ -74,7 +74,8 @@ HESITATION_TAIL_S = 12.0  # max silence (2 s) + the answer fit in it, even on a 
 BACKCHANNEL_TAIL_S = 4.0  # a held backchannel turn has max_silence_ms (2 s) to show an answer
 INTERRUPTION_TAIL_S = 4.0
 AFTER_BARGE_IN_S = 1.0  # keep listening this long after BARGE_IN (its TurnMetrics)
-BARGE_IN_AFTER_S = 2.0  # the caller speaks this long after the greeting's first audio arrives
+BARGE_IN_AFTER_S = 2.0
+GAP_MS = 60  # an answer's audio stalling longer than this is heard as a break  # the caller speaks this long after the greeting's first audio arrives
 GREETING_WAIT_S = 15.0
 MODES = ("semantic", "silence")
 RATES = (16000, 8000)
@@ -516,11 +517,17 @@ async def run_case(target: str, case: Case, mode: str, rate: int) -> Outcome:
                     seconds = len(response.audio.audio) / (rate if rate == 8000 else rate * 2)
                     if turn not in out.audio:
                         out.audio[turn] = {"first": t, "last": t, "seconds": 0.0}
+                        out.audio[turn] |= {"play_end": t, "max_gap_ms": 0.0}
                         out.events.append({"t": t, "type": "first_audio", "turn_id": turn})
                         if turn == 0 and agent_case:
                             out.greeting_audio_at = t
-                    out.audio[turn]["last"] = t
-                    out.audio[turn]["seconds"] += seconds
+                    played = out.audio[turn]
+                    # A client plays audio in real time from its arrival: audio arriving after
+                    # what came before has finished playing is a gap the caller hears.
+                    played["max_gap_ms"] = max(played["max_gap_ms"], t - played["play_end"])
+                    played["play_end"] = max(played["play_end"], t) + seconds * 1000
+                    played["last"] = t
+                    played["seconds"] += seconds
                 elif kind == "event":
                     ev = response.event
                     out.events.append(
@@ -576,6 +583,9 @@ def evaluate(o: Outcome) -> None:
         ]
         if first_reply_audio and o.last_voiced_sent is not None:
             v["v2v_client_ms"] = round(min(first_reply_audio) - o.last_voiced_sent, 1)
+        gaps = [a["max_gap_ms"] for turn, a in o.audio.items() if turn != 0]
+        if gaps:
+            v["reply_gap_ms"] = round(max(gaps), 1)
         if answers:
             v["server"] = answers[-1]
         v["end_of_turns"] = len(ends)
@@ -775,6 +785,8 @@ def summarize(outcomes: list[Outcome]) -> dict[str, str]:
         "llm": _fmt(median(server(q, "llm_first_token_ms"))),
         "tts": _fmt(median(server(q, "tts_first_audio_ms"))),
         "eot": f"{_fmt(percentile(eot, 50))} / {_fmt(percentile(eot, 95))}",
+        "gaps": _count([g > GAP_MS for g in client(q, "reply_gap_ms")])
+        + f" (longest {_fmt(max(client(q, 'reply_gap_ms'), default=float('nan')))} ms)",
         "answered": _count([o.verdict["ok"] for o in q]),
         "heard": _count([o.verdict["heard_exactly"] for o in q]),
         "backchannels": _count([o.verdict["ignored"] for o in b]),
@@ -801,6 +813,10 @@ ROWS = [
     ("llm", "questions: llm_first_token_ms median"),
     ("tts", "questions: tts_first_audio_ms median"),
     ("eot", "questions: END_OF_TURN after the end of speech p50 / p95 (client, ms)"),
+    (
+        "gaps",
+        f"questions: answers whose audio stalls > {GAP_MS} ms after it began (client playback)",
+    ),
     ("answered", "questions answered as one turn (one END_OF_TURN, TurnMetrics received)"),
     ("heard", "questions transcribed word for word"),
     ("backchannels", "backchannels ignored (no BARGE_IN, no new answer)"),
