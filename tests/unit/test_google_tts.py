@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 import grpc
 import numpy as np
 import pytest
+from google.api_core import exceptions as google_errors
 from voiceagent.client import linear16
 from voiceagent.v1 import voice_agent_pb2 as pb
 from voiceagent.v1 import voice_agent_pb2_grpc as pb_grpc
 
-from server.backends.tts.google import GoogleTTS
+from server.backends.tts.google import LOCAL_WRITE_RACE, GoogleTTS, retryable
 from tests.conftest import Call
 from tests.fakes.google_tts import FakeGoogleTTS
 from tests.unit.conftest import StartServer
@@ -141,3 +142,10 @@ async def test_missing_credentials_make_it_unavailable(
     await asyncio.wait_for(call.done.wait(), 5)
     assert call.status == grpc.StatusCode.FAILED_PRECONDITION
     assert "GOOGLE_APPLICATION_CREDENTIALS not set" in call.details
+
+
+def test_a_refusal_hidden_by_the_grpc_write_race_is_retryable() -> None:
+    assert retryable(google_errors.ServiceUnavailable("The service is currently unavailable."))
+    assert retryable(google_errors.InternalServerError(LOCAL_WRITE_RACE))
+    assert not retryable(google_errors.InternalServerError("a fault of the service"))
+    assert not retryable(google_errors.InvalidArgument("Voice x does not support streaming."))

@@ -38,6 +38,22 @@ PRESET_VOICES = [
     )
 ]
 RETRYABLE = (google_errors.ServiceUnavailable, google_errors.DeadlineExceeded)
+# grpc.aio reports a request write that races the server's final status as INTERNAL with these
+# details (grpc/aio/_call.py: a failed send_serialized_message -> set_internal_error), hiding
+# the server's own status: a refusal (UNAVAILABLE) before it read our words then looks like a
+# server fault. About 1 in 15 refusals in tests/unit/test_google_tts.py came back so.
+LOCAL_WRITE_RACE = "Internal error from Core"
+
+
+def retryable(err: Exception) -> bool:
+    """Worth another attempt before any audio: the service was unavailable or slow, or our own
+    grpc client lost its status to the write race above (AIP-194 retries only UNAVAILABLE from
+    the server itself)."""
+    if isinstance(err, RETRYABLE):
+        return True
+    return isinstance(err, google_errors.InternalServerError) and err.message == LOCAL_WRITE_RACE
+
+
 FIRST_AUDIO_TIMEOUT = 10.0
 
 
@@ -114,7 +130,7 @@ class GoogleTTS(TTS):
                 lambda _attempt: self._stream(text, voice, sample_rate),
                 self.retries,
                 lambda attempt: 0.1 * 2 ** (attempt - 1),
-                lambda err: isinstance(err, RETRYABLE),
+                retryable,
             ):
                 yield SynthesizedAudio(pcm, sample_rate)
         except RETRYABLE as err:
