@@ -37,18 +37,22 @@ def pitch(window: np.ndarray, rate: int = RATE) -> float:
     return float(np.count_nonzero(signs[1:] != signs[:-1])) * rate / (2 * len(tone))
 
 
-def loud_windows(pcm: np.ndarray) -> list[np.ndarray]:
+def _loudness(pcm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`pcm`'s whole 32 ms windows, and which of them are loud."""
     n = len(pcm) // 512
     windows = pcm[: n * 512].reshape(n, 512)
-    rms = np.sqrt(np.mean(windows.astype(np.float64) ** 2, axis=1))
-    return [w for w, r in zip(windows, rms, strict=True) if r > 500]
+    return windows, np.sqrt(np.mean(windows.astype(np.float64) ** 2, axis=1)) > 500
+
+
+def loud_windows(pcm: np.ndarray) -> list[np.ndarray]:
+    windows, loud = _loudness(pcm)
+    return list(windows[loud])
 
 
 def quiet_tail(pcm: np.ndarray) -> int:
     """How many 32 ms windows of silence end `pcm` (the silence a decode or check was given)."""
+    loud = np.flatnonzero(_loudness(pcm)[1])
     n = len(pcm) // 512
-    rms = np.sqrt(np.mean(pcm[: n * 512].reshape(n, 512).astype(np.float64) ** 2, axis=1))
-    loud = np.flatnonzero(rms > 500)
     return n - 1 - int(loud[-1]) if len(loud) else n
 
 
