@@ -40,6 +40,11 @@ INTERIMS_SKIPPED = Counter(
     "voice_agent_interims_skipped_total",
     "Interim decodes skipped because every STT worker was busy (the final decodes go first)",
 )
+FINAL_LOOPS = Counter(
+    "voice_agent_final_decode_loops_total",
+    "Final decodes that looped: decoded again loop-free (retried) or cut where the loop began",
+    ["outcome"],
+)
 SESSIONS_ACTIVE = Gauge("voice_agent_sessions_active", "Converse streams open now")
 SESSIONS_TOTAL = Counter("voice_agent_sessions_total", "Converse streams accepted")
 EVENT_LOOP_LAG = Gauge(

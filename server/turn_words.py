@@ -218,6 +218,26 @@ def same_words(a: str, b: str) -> bool:
     return _words(a) == _words(b)
 
 
+def before_repetition(text: str) -> str:
+    """`text` up to where it starts repeating the way `looks_repetitive` means: before the
+    second time a word trigram comes or the third time a bigram does ("Call me back at 555.
+    Call me Back at 5555." -> "Call me back at 555."). Text that does not repeat comes back
+    whole."""
+    matches = list(_WORD.finditer(text.lower().replace("’", "'")))
+    words = [m.group().strip(".'-") for m in matches]
+    trigrams: set[tuple[str, ...]] = set()
+    bigrams: dict[tuple[str, ...], int] = {}
+    for i in range(len(words)):
+        trigram, bigram = tuple(words[i : i + 3]), tuple(words[i : i + 2])
+        if (len(trigram) == 3 and trigram in trigrams) or bigrams.get(bigram, 0) == 2:
+            return text[: matches[i].start()].rstrip(" ,;:-")
+        if len(trigram) == 3:
+            trigrams.add(trigram)
+        if len(bigram) == 2:
+            bigrams[bigram] = bigrams.get(bigram, 0) + 1
+    return text
+
+
 def looks_repetitive(text: str) -> bool:
     """A decoding loop ("it's the music, it's the music"): a word trigram said twice, or a
     bigram three times. Such an interim is never reused as the turn's transcript."""

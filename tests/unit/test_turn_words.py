@@ -3,6 +3,7 @@
 import pytest
 
 from server.turn_words import (
+    before_repetition,
     ends_sentence,
     heard_clearly,
     interrupts,
@@ -128,6 +129,36 @@ def test_decoding_loops_are_recognised() -> None:
     assert looks_repetitive("no no no no no")
     assert not looks_repetitive("Please cancel my appointment on Friday morning.")
     assert not looks_repetitive("I said no, no.")
+
+
+@pytest.mark.parametrize(
+    ("looped", "kept"),
+    [
+        (
+            "Call me back at 555. Call me Back at 5555. Call Me Back at 555.",
+            "Call me back at 555.",
+        ),  # a final decode of 8 kHz speech on CI's machine
+        ("it's the music, it's the music", "it's the music"),
+        ("no no no no no", "no"),
+        ("I need a b for a b and a b then", "I need a b for a b and"),  # a bigram a third time
+    ],
+)
+def test_a_loop_is_cut_where_it_begins(looped: str, kept: str) -> None:
+    assert before_repetition(looped) == kept
+    assert not looks_repetitive(kept)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Please cancel my appointment on Friday morning.",
+        "I said no, no.",
+        "Thank you. Thank you so much.",
+        "",
+    ],
+)
+def test_text_that_does_not_loop_is_kept_whole(text: str) -> None:
+    assert before_repetition(text) == text
 
 
 def test_same_words_ignores_case_and_punctuation() -> None:

@@ -17,9 +17,11 @@ from voiceagent.v1 import voice_agent_pb2 as pb
 from server import assets
 from server.backends.stt.whisper import (
     COMPRESSION_RATIO_LIMIT,
+    RETRY_PENALTY,
     Hypothesis,
     WhisperSTT,
     compression_ratio,
+    final_choice,
     looping_reason,
     token_budget,
 )
@@ -142,6 +144,64 @@ def test_the_languages_are_the_models_language_tokens() -> None:
         len(languages) == 99 and languages["en"] == 50259 and languages["haw"] in languages.values()
     )
     assert "yue" not in languages  # a large-v3 language; base has no token for it
+
+
+LOOPED_FINAL = "Call me back at 555. Call me Back at 5555. Call Me Back at 555."
+
+
+def _scripted_generate(stt: WhisperSTT, first: str, retry: str) -> list[tuple[bool, float]]:
+    """The CTranslate2 model's place: `first` at the usual repetition penalty, `retry` at any
+    other; returns the (final, penalty) of each call."""
+    stt._tokenizer = WhisperTokenizer(assets.whisper_model_dir())
+    calls: list[tuple[bool, float]] = []
+
+    def generate(
+        features: np.ndarray,
+        prompt: list[int],
+        tokenizer: WhisperTokenizer,
+        beam_size: int | None,
+        final: bool,
+        budget: int,
+        repetition_penalty: float = 1.1,
+    ) -> Hypothesis:
+        calls.append((final, repetition_penalty))
+        text = first if repetition_penalty == 1.1 else retry
+        return Hypothesis(text, looping_reason(text, hit_budget=False))
+
+    stt._generate = generate  # type: ignore[method-assign]
+    return calls
+
+
+def test_a_final_that_loops_is_decoded_again_with_a_stronger_penalty() -> None:
+    stt = WhisperSTT(workers=1)
+    calls = _scripted_generate(stt, LOOPED_FINAL, "Call me back at 555-218-4491.")
+    audio = np.zeros(16000, np.int16)
+    assert stt.decode(audio, True, "en") == Hypothesis("Call me back at 555-218-4491.")
+    assert calls == [(True, 1.1), (True, RETRY_PENALTY)]
+    calls.clear()
+    assert stt.decode(audio, False, "en").looping is not None  # an interim: dropped, not retried
+    assert calls == [(False, 1.1)]
+
+
+def test_a_final_whose_retry_loops_too_is_cut_where_its_loop_begins() -> None:
+    stt = WhisperSTT(workers=1)
+    _scripted_generate(stt, LOOPED_FINAL, "Call me back at 5555. Call me Back at 555. Call me")
+    assert stt.decode(np.zeros(16000, np.int16), True, "en").text == "Call me back at 555."
+
+
+def test_a_final_that_only_starts_again_is_kept_as_it_is() -> None:
+    """ "Thank you. Thank you so much." starts again like a loop, and is speech."""
+    stt = WhisperSTT(workers=1)
+    calls = _scripted_generate(stt, "Thank you. Thank you so much.", "Thank you so much.")
+    assert stt.decode(np.zeros(16000, np.int16), True, "en").text == "Thank you. Thank you so much."
+    assert calls == [(True, 1.1)]
+
+
+def test_the_final_choice_keeps_a_clean_retry_or_cuts_the_loop() -> None:
+    looped = Hypothesis(LOOPED_FINAL, "repeats a phrase", 30)
+    clean = Hypothesis("Call me back at 555-218-4491.", None, 14)
+    assert final_choice(looped, clean) is clean
+    assert final_choice(looped, looped).text == "Call me back at 555."
 
 
 async def test_a_skippable_interim_gives_way_when_every_worker_is_busy() -> None:
