@@ -122,6 +122,20 @@ def test_dockerfile_has_a_healthcheck_and_exposes_the_ports() -> None:
     assert GRPC_PORT in exposed and HTTP_PORT in exposed, exposed
 
 
+def test_dockerfile_builds_llama_cpp_for_any_avx2_machine() -> None:
+    """The image runs where it was not built: a native llama.cpp build would carry the
+    builder's instruction set (and on AMX machines, kernels that crash: llama.cpp#20824)."""
+    makefile = (ROOT / "Makefile").read_text()
+    version = re.search(r"^LLAMA_CPP_VERSION := (.+)$", makefile, re.M)
+    docker = DOCKERFILE.read_text()
+    cmake_args = re.search(r'CMAKE_ARGS="([^"]+)"', docker)
+    assert version and cmake_args
+    flags = cmake_args.group(1).split()
+    assert "-DGGML_NATIVE=OFF" in flags and "-DGGML_AVX2=ON" in flags, flags
+    assert not any("AVX512" in f or "AMX" in f for f in flags), flags
+    assert f"llama-cpp-python=={version.group(1).strip()} " in docker
+
+
 # --- Cloud Run -------------------------------------------------------------------------------
 
 
