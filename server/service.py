@@ -51,7 +51,7 @@ from server.session_setup import (
 )
 from server.settings import Settings
 from server.status import StatusError, abort, stalled_client, status_for
-from server.tasks import TaskSet
+from server.tasks import TaskSet, run_to_completion
 from server.tools.spec import ToolError, blank_header_values, session_specs
 from server.tracing import TurnSpans, end_with_status, parent_from_metadata, start_session_span
 
@@ -184,19 +184,11 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
                     status = "CANCELLED"
                     raise
                 finally:
-                    await stream.aclose()  # at once, not when the garbage collector gets to it
-                    # The record's end is written before the session counts as gone: a drain that
-                    # saw no sessions would stop the server under the write.
-                    await recorder.finish(grpc.StatusCode[status], ending.message if ending else "")
-                    _log_session(
-                        "session_end",
-                        setup,
-                        status=status,
-                        turns=session.turns,
-                        duration_s=round(time.monotonic() - started, 3),
+                    # grpc may cancel this handler again while a hung-up session winds down:
+                    # the end is written, logged and traced all the same.
+                    await run_to_completion(
+                        _end_session(stream, session, recorder, span, started, status, ending)
                     )
-                    span.set_attribute("voice_agent.turns", session.turns)
-                    end_with_status(span, grpc.StatusCode[status], ending.message if ending else "")
             if ending is not None:
                 del session
                 await abort(context, ending)
@@ -516,6 +508,34 @@ class _Observed:
 def _preload_failed(task: asyncio.Task[object], exc: BaseException) -> None:
     """A session that picks this backend gets the load error itself; here it is only logged."""
     session_log.warning("%s failed: %s", task.get_name(), exc)
+
+
+async def _end_session(
+    stream: AsyncGenerator[pb.ConverseResponse, None],
+    session: Session,
+    recorder: CallRecorder,
+    span: trace.Span,
+    started: float,
+    status: str,
+    ending: StatusError | None,
+) -> None:
+    """Stop the session at once (not when the garbage collector gets to it), then write its
+    record's end before it counts as gone (a drain that saw no sessions would stop the server
+    under the write), log it and end its span."""
+    message = ending.message if ending else ""
+    try:
+        await stream.aclose()
+        await recorder.finish(grpc.StatusCode[status], message)
+    finally:
+        _log_session(
+            "session_end",
+            session.setup,
+            status=status,
+            turns=session.turns,
+            duration_s=round(time.monotonic() - started, 3),
+        )
+        span.set_attribute("voice_agent.turns", session.turns)
+        end_with_status(span, grpc.StatusCode[status], message)
 
 
 def _log_session(event: str, setup: SessionSetup, **fields: object) -> None:

@@ -76,10 +76,14 @@ class FakeOtlpCollector(trace_service_pb2_grpc.TraceServiceServicer):
     async def wait_for(self, predicate: object, within: float = 30.0) -> list[ReceivedSpan]:
         """Wait until `predicate(spans)` (a callable) is true; return the spans."""
         assert callable(predicate)
-        async with asyncio.timeout(within):
-            while not predicate(self.spans):
-                self._arrived.clear()
-                await self._arrived.wait()
+        try:
+            async with asyncio.timeout(within):
+                while not predicate(self.spans):
+                    self._arrived.clear()
+                    await self._arrived.wait()
+        except TimeoutError:
+            received = sorted({(s.service, s.name) for s in self.spans})
+            raise AssertionError(f"not there after {within} s; received: {received}") from None
         return self.spans
 
 

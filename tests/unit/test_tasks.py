@@ -1,4 +1,5 @@
-"""The async toolkit: cancel_and_wait and TaskSet (ownership, pruning, failure reports)."""
+"""The async toolkit: cancel_and_wait, run_to_completion and TaskSet (ownership, pruning,
+failure reports)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 
 import pytest
 
-from server.tasks import TaskSet, cancel_and_wait
+from server.tasks import TaskSet, cancel_and_wait, run_to_completion
 
 
 async def test_cancel_and_wait_stops_every_task_and_ignores_none() -> None:
@@ -63,3 +64,43 @@ async def test_cancel_all_spares_the_task_that_calls_it() -> None:
     closer = tasks.spawn(close_from_inside(), "closer")
     assert await closer == "closed"
     assert sleeper.cancelled()
+
+
+async def test_run_to_completion_finishes_its_work_through_cancellations_and_raises_after() -> None:
+    """A hung-up Converse handler is cancelled again while its session's end is written."""
+    steps: list[str] = []
+    release = asyncio.Event()
+
+    async def clean_up() -> str:
+        steps.append("started")
+        await release.wait()
+        steps.append("written")
+        return "done"
+
+    async def handler() -> None:
+        await run_to_completion(clean_up())
+        steps.append("after")  # never: the handler's cancellation is raised
+
+    task = asyncio.create_task(handler())
+    await asyncio.sleep(0)
+    for _ in range(2):  # cancelled twice while the clean-up waits
+        task.cancel()
+        await asyncio.sleep(0)
+    assert not task.done()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert steps == ["started", "written"]
+
+
+async def test_run_to_completion_returns_the_result_or_raises_the_works_own_error() -> None:
+    async def result() -> int:
+        await asyncio.sleep(0)
+        return 7
+
+    async def failing() -> None:
+        raise ValueError("store gone")
+
+    assert await run_to_completion(result()) == 7
+    with pytest.raises(ValueError, match="store gone"):
+        await run_to_completion(failing())
