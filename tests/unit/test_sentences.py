@@ -30,14 +30,29 @@ def test_short_opening_comma_is_not_a_piece() -> None:
     assert feed("Yes, it is. Good.") == ["Yes, it is.", "Good."]
 
 
-def test_long_first_sentence_is_cut_after_a_few_words() -> None:
-    pieces = feed("one two three four five six seven eight nine ten eleven twelve thirteen.")
-    assert len(pieces) == 2
-    assert pieces[0].split()[0] == "one"
-    assert (
-        " ".join(pieces).split()
-        == "one two three four five six seven eight nine ten eleven twelve thirteen.".split()
+def test_long_first_sentence_is_cut_after_a_few_words_then_after_about_eight() -> None:
+    text = "one two three four five six seven eight nine ten eleven twelve thirteen."
+    pieces = feed(text)
+    assert [len(p.split()) for p in pieces] == [3, 8, 2]
+    assert " ".join(pieces).split() == text.split()
+
+
+def test_the_second_piece_ends_on_a_word_that_can_end_a_phrase() -> None:
+    pieces = feed(
+        'A good name for a small gray cat could be "Zephyr" or "Puff" to give it a playful '
+        "touch. It suits a cat."
     )
+    assert pieces == [
+        "A good name",
+        'for a small gray cat could be "Zephyr"',
+        'or "Puff" to give it a playful touch.',
+        "It suits a cat.",
+    ]
+    assert feed("Sure, the shop opens at nine and closes at the end of the day.") == [
+        "Sure, the shop",
+        "opens at nine and closes at the end",
+        "of the day.",
+    ]
 
 
 def test_nothing_is_lost() -> None:
