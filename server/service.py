@@ -184,6 +184,9 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
                     status = "CANCELLED"
                     raise
                 finally:
+                    if status == "OK" and context.cancelled():
+                        # The client cancelled: its requests ended, so the session ended cleanly.
+                        status = "CANCELLED"
                     # grpc may cancel this handler again while a hung-up session winds down:
                     # the end is written, logged and traced all the same.
                     await run_to_completion(

@@ -98,6 +98,11 @@ class BridgeContext:
     def peer(self) -> str:
         return self._peer
 
+    def cancelled(self) -> bool:
+        """A browser that leaves ends its stream's requests (or raises ClientGone on a send);
+        there is no separate cancellation over HTTP."""
+        return False
+
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         """No gRPC metadata over HTTP (the WebSocket's token is checked before the servicer)."""
         return ()
