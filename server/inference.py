@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import Executor
@@ -54,25 +55,46 @@ async def iterate_in_thread(
             future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
-class CpuPriority:
-    """Who gets the two cores when the caller is waiting and token generation wants them too.
+def single_threaded_blas() -> None:
+    """Keep numpy's OpenBLAS to one thread in this process.
 
-    Two kinds of work come before token generation:
-    - `urgent()` (speech synthesis): generation pauses between tokens. The LLM writes ~10x faster
-      than speech plays, so it loses nothing the caller hears, while the first audio of a reply
-      stops competing with it for the cores.
-    - `pressing()` (every Whisper decode, the turn model: one thread each): generation goes on
-      with fewer threads (`background_threads`). Pausing it would put the whole decode in front
-      of a speculative answer's first tokens; keeping both its threads beside a decode on two
-      cores slows both (llama.cpp's threads wait for each other after every layer).
+    Its threads spin for tens of ms after every matrix product (the mel filterbank of each
+    Whisper decode and turn-model call), on the cores token generation and the next decode
+    need: a 7-token prompt evaluation right after a decode took 97-125 ms instead of 67-78
+    (2 cores). Products of this size gain nothing from a second thread.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
+
+
+class CpuPriority:
+    """Who gets the cores when the caller is waiting and token generation wants them too.
+
+    Measured on 2 cores: two single-threaded jobs side by side each run ~1.4x slower than alone
+    (a final decode 78 -> 109 ms beside the turn model), and llama.cpp's threads, which wait for
+    each other after every layer, slow what runs beside them much more (Piper's first piece
+    80 -> 161 ms and the token 42 -> 131 ms when Piper started just after a token did). So:
+
+    - `urgent()` (what ends a turn and makes its first audio: the final decode, the turn model,
+      speech synthesis): background work starts no step meanwhile, and the urgent work first
+      lets a short step already running finish (at most `short_step_wait`) rather than run
+      against it.
+    - `pressing()` (interim decodes, one thread each): background work goes on with the cores
+      they leave free, and starts no step while none is free.
+    - Background work (token generation, prompt evaluation) runs each step inside `step()`,
+      which waits for its turn, and asks `background_threads()` how many threads to use. The
+      wait is bounded (`at_most`): generation for one call never stalls behind a stream of other
+      calls' decodes.
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    def __init__(self, cores: int | None = None, short_step_wait: float = 0.08) -> None:
+        self._cores = cores or len(os.sched_getaffinity(0))
+        self._short_step_wait = short_step_wait  # s; a token or a short batch: 30-70 ms here
+        self._changed = threading.Condition()
         self._urgent = 0
         self._pressing = 0
-        self._idle = threading.Event()
-        self._idle.set()
+        self._short_steps = 0  # short background steps running now
 
     def urgent(self) -> _Priority:
         return _Priority(self, urgent=True)
@@ -80,24 +102,39 @@ class CpuPriority:
     def pressing(self) -> _Priority:
         return _Priority(self, urgent=False)
 
-    def yield_to_urgent(self, at_most: float = 0.5) -> None:
-        """Called by background work between steps; returns at once when nothing is urgent."""
-        self._idle.wait(at_most)
+    def step(self, short: bool, at_most: float = 0.5) -> _Step:
+        """Around one step of background work. Entering waits (at most `at_most` s) while
+        urgent work runs or pressing work takes every core. A `short` step (a token, a few
+        prompt tokens) is one urgent work lets finish before it starts."""
+        return _Step(self, short, at_most)
 
     def background_threads(self, threads: int) -> int:
-        """How many of its `threads` background work should use now."""
-        return max(1, threads - 1) if self._pressing else threads
+        """How many of its `threads` background work should use now: the cores pressing work
+        leaves free (at least one: its step waited for one)."""
+        return max(1, min(threads, self._cores - self._pressing))
+
+    def _may_step(self) -> bool:
+        return not self._urgent and self._pressing < self._cores
 
     def _change(self, urgent: bool, by: int) -> None:
-        with self._lock:
+        with self._changed:
             if urgent:
                 self._urgent += by
             else:
                 self._pressing += by
-            if self._urgent:
-                self._idle.clear()
-            else:
-                self._idle.set()
+            self._changed.notify_all()
+            if urgent and by > 0:
+                self._changed.wait_for(lambda: not self._short_steps, self._short_step_wait)
+
+    def _enter_step(self, short: bool, at_most: float) -> None:
+        with self._changed:
+            self._changed.wait_for(self._may_step, at_most)
+            self._short_steps += short
+
+    def _exit_step(self, short: bool) -> None:
+        with self._changed:
+            self._short_steps -= short
+            self._changed.notify_all()
 
 
 class _Priority:
@@ -110,6 +147,19 @@ class _Priority:
 
     def __exit__(self, *exc: object) -> None:
         self._priority._change(self._urgent, -1)
+
+
+class _Step:
+    def __init__(self, priority: CpuPriority, short: bool, at_most: float) -> None:
+        self._priority = priority
+        self._short = short
+        self._at_most = at_most
+
+    def __enter__(self) -> None:
+        self._priority._enter_step(self._short, self._at_most)
+
+    def __exit__(self, *exc: object) -> None:
+        self._priority._exit_step(self._short)
 
 
 CPU = CpuPriority()

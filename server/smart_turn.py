@@ -159,9 +159,9 @@ class SmartTurnV3(TurnCompletionModel):
         )
 
     def score(self, batch: list[np.ndarray]) -> np.ndarray:
-        inputs = np.stack([features(pcm) for pcm in batch])
-        # The caller waits on this to end its turn: token generation makes room meanwhile.
-        with CPU.pressing():
+        # The caller waits on this to end its turn: token generation pauses meanwhile.
+        with CPU.urgent():
+            inputs = np.stack([features(pcm) for pcm in batch])
             (logits,) = self._session.run(None, {"input_features": inputs})
         # The exported graph ends in a sigmoid: its output is the probability itself.
         return np.asarray(logits, dtype=np.float32).reshape(len(batch), -1)[:, 0]

@@ -39,6 +39,7 @@ _MARK = "\x00USER-TURN\x00"
 MESSAGE_OVERHEAD = 8
 PROMPT_OVERHEAD = 16
 EVAL_BATCH = 256  # prompt tokens evaluated between two looks at a cancellation
+SHORT_BATCH = 8  # prompt tokens that take about as long as a token (see CpuPriority.step)
 TOOL_TEMPERATURE = 0.2  # steadier tool choices (bench/tool_choice.py)
 MAX_GRAMMARS = 32  # tool sets whose parsed grammar is kept
 # Added to the system prompt when tools are offered: a 0.5B model otherwise calls a tool for
@@ -144,13 +145,14 @@ class LlamaCppLLM(LLM):
         for start in range(common, len(tokens), EVAL_BATCH):
             if cancelled.is_set():
                 return False
-            self._fit_threads()
-            self._llm.eval(tokens[start : start + EVAL_BATCH])
+            batch = tokens[start : start + EVAL_BATCH]
+            with CPU.step(short=len(batch) <= SHORT_BATCH):
+                self._fit_threads()
+                self._llm.eval(batch)
         return True
 
     def _fit_threads(self) -> None:
-        """One thread fewer while a final decode or the turn model runs (see CpuPriority)."""
-
+        """The threads interim decodes leave free (see CpuPriority)."""
         threads = CPU.background_threads(self._threads)
         if threads != self._running_threads:
             self._set_threads(self._llm.ctx, threads, threads)
@@ -170,19 +172,25 @@ class LlamaCppLLM(LLM):
             if not self._evaluate(tokens[:-1], cancelled):
                 return
             # Leaving this generator early closes llama.cpp's: generation stops there.
-            for chunk in self._llm.create_completion(
-                tokens,
-                max_tokens=self._max_tokens,
-                stream=True,
-                stop=stop,
-                temperature=TOOL_TEMPERATURE if tools else 0.4,
-                top_p=0.9,
-                repeat_penalty=1.1,
-                grammar=self._grammar(tools) if tools else None,
-            ):
+            chunks = iter(
+                self._llm.create_completion(
+                    tokens,
+                    max_tokens=self._max_tokens,
+                    stream=True,
+                    stop=stop,
+                    temperature=TOOL_TEMPERATURE if tools else 0.4,
+                    top_p=0.9,
+                    repeat_penalty=1.1,
+                    grammar=self._grammar(tools) if tools else None,
+                )
+            )
+            while True:
+                with CPU.step(short=True):  # evaluates one token, then samples the next
+                    self._fit_threads()
+                    chunk = next(chunks, None)
+                if chunk is None:
+                    return
                 yield chunk["choices"][0]["text"]
-                CPU.yield_to_urgent()
-                self._fit_threads()
 
         # Words go out as they come; from the first "{" on, the grammar says it is the calls.
         calls = ""

@@ -31,7 +31,7 @@ import numpy as np
 from server import assets
 from server.backends.stt.base import STT, STTStream, TurnMode, TurnOptions
 from server.backends.stt.whisper_tokens import WhisperTokenizer, whisper_languages
-from server.inference import CPU
+from server.inference import CPU, single_threaded_blas
 from server.log_mel import HOP, log_mel
 from server.metrics import FINAL_LOOPS, INTERIMS_SKIPPED
 from server.smart_turn import SmartTurnV3
@@ -168,6 +168,7 @@ class WhisperSTT(STT):
     def _load_blocking(self) -> None:
         import ctranslate2
 
+        single_threaded_blas()  # log_mel's and the turn model's feature products
         model_dir = assets.whisper_model_dir(progress=False)
         self._model = ctranslate2.models.Whisper(
             str(model_dir),
@@ -254,18 +255,22 @@ class WhisperSTT(STT):
         """
         if len(pcm) < 1600:  # under 0.1 s: nothing to say
             return Hypothesis("")
-        budget = token_budget(len(pcm) / 16000)
-        tokenizer, prompt = self._prompt(_whisper_language(language), vocabulary)
-        audio = np.concatenate(
-            [pcm.astype(np.float32) / 32768.0, np.zeros(int(16000 * _TAIL_SECONDS), np.float32)]
-        )
-        features = log_mel(audio, len(audio) // HOP)
-        # Token generation gives up a core meanwhile: llama.cpp's two threads meet at a barrier
-        # after every layer, so with a decode beside them on 2 cores each token waits for the
-        # scheduler. With every decode (interims too) pressing, voice-to-voice p50 / p95 went
-        # from 441 / 664 and 453 / 630 ms to 392 / 563 and 439 / 555 (bench/voice_to_voice.py
-        # --questions 30, two runs each, same machine).
-        with CPU.pressing():
+        # A final decode ends the turn: token generation starts no step meanwhile, and an
+        # interim's decode leaves it the other core (see CpuPriority). llama.cpp's two threads
+        # meet at a barrier after every layer, so beside a decode on 2 cores each token waits for
+        # the scheduler; with token generation paused, the final decode of a question took 78-94
+        # ms instead of 128-285 (bench trace, 2 cores). The features too: under contention
+        # they took tens of ms.
+        with CPU.urgent() if final else CPU.pressing():
+            budget = token_budget(len(pcm) / 16000)
+            tokenizer, prompt = self._prompt(_whisper_language(language), vocabulary)
+            audio = np.concatenate(
+                [
+                    pcm.astype(np.float32) / 32768.0,
+                    np.zeros(int(16000 * _TAIL_SECONDS), np.float32),
+                ]
+            )
+            features = log_mel(audio, len(audio) // HOP)
             hypothesis = self._generate(features, prompt, tokenizer, beam_size, final, budget)
             if final and hypothesis.looping not in (None, RESTARTS):
                 retry = self._generate(
