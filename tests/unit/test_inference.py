@@ -3,7 +3,9 @@
 import threading
 import time
 
-from server.inference import CpuPriority
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from server.inference import CpuPriority, single_threaded_blas
 
 
 def _background_step(cpu: CpuPriority, short: bool, at_most: float = 5.0) -> threading.Event:
@@ -98,3 +100,13 @@ def test_urgent_work_does_not_wait_for_a_long_step() -> None:
         assert time.monotonic() - started < 1.0
     release.set()
     step.join(5.0)
+
+
+def test_single_threaded_blas_leaves_numpy_one_blas_thread() -> None:
+    import numpy  # noqa: F401  (loads its OpenBLAS)
+
+    with threadpool_limits(2, user_api="blas"):  # as on a 2-core machine; restored after
+        single_threaded_blas()
+        blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+        assert blas, "numpy's BLAS not found"
+        assert all(pool["num_threads"] == 1 for pool in blas), blas
