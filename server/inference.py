@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from typing import TypeVar
 
@@ -96,17 +97,26 @@ class CpuPriority:
         self._pressing = 0
         self._short_steps = 0  # short background steps running now
 
-    def urgent(self) -> _Priority:
-        return _Priority(self, urgent=True)
+    def urgent(self) -> contextlib.AbstractContextManager[None]:
+        return self._running(urgent=True)
 
-    def pressing(self) -> _Priority:
-        return _Priority(self, urgent=False)
+    def pressing(self) -> contextlib.AbstractContextManager[None]:
+        return self._running(urgent=False)
 
-    def step(self, short: bool, at_most: float = 0.5) -> _Step:
+    @contextlib.contextmanager
+    def step(self, short: bool, at_most: float = 0.5) -> Iterator[None]:
         """Around one step of background work. Entering waits (at most `at_most` s) while
         urgent work runs or pressing work takes every core. A `short` step (a token, a few
         prompt tokens) is one urgent work lets finish before it starts."""
-        return _Step(self, short, at_most)
+        with self._changed:
+            self._changed.wait_for(self._may_step, at_most)
+            self._short_steps += short
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._short_steps -= short
+                self._changed.notify_all()
 
     def background_threads(self, threads: int) -> int:
         """How many of its `threads` background work should use now: the cores pressing work
@@ -115,6 +125,14 @@ class CpuPriority:
 
     def _may_step(self) -> bool:
         return not self._urgent and self._pressing < self._cores
+
+    @contextlib.contextmanager
+    def _running(self, urgent: bool) -> Iterator[None]:
+        self._change(urgent, 1)
+        try:
+            yield
+        finally:
+            self._change(urgent, -1)
 
     def _change(self, urgent: bool, by: int) -> None:
         with self._changed:
@@ -125,41 +143,6 @@ class CpuPriority:
             self._changed.notify_all()
             if urgent and by > 0:
                 self._changed.wait_for(lambda: not self._short_steps, self._short_step_wait)
-
-    def _enter_step(self, short: bool, at_most: float) -> None:
-        with self._changed:
-            self._changed.wait_for(self._may_step, at_most)
-            self._short_steps += short
-
-    def _exit_step(self, short: bool) -> None:
-        with self._changed:
-            self._short_steps -= short
-            self._changed.notify_all()
-
-
-class _Priority:
-    def __init__(self, priority: CpuPriority, urgent: bool) -> None:
-        self._priority = priority
-        self._urgent = urgent
-
-    def __enter__(self) -> None:
-        self._priority._change(self._urgent, 1)
-
-    def __exit__(self, *exc: object) -> None:
-        self._priority._change(self._urgent, -1)
-
-
-class _Step:
-    def __init__(self, priority: CpuPriority, short: bool, at_most: float) -> None:
-        self._priority = priority
-        self._short = short
-        self._at_most = at_most
-
-    def __enter__(self) -> None:
-        self._priority._enter_step(self._short, self._at_most)
-
-    def __exit__(self, *exc: object) -> None:
-        self._priority._exit_step(self._short)
 
 
 CPU = CpuPriority()

@@ -143,10 +143,10 @@ class LlamaCppLLM(LLM):
             common += 1
         self._llm.n_tokens = common
         for start in range(common, len(tokens), EVAL_BATCH):
-            if cancelled.is_set():
-                return False
             batch = tokens[start : start + EVAL_BATCH]
             with CPU.step(short=len(batch) <= SHORT_BATCH):
+                if cancelled.is_set():  # also while the step waited for its turn
+                    return False
                 self._fit_threads()
                 self._llm.eval(batch)
         return True

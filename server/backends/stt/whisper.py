@@ -259,7 +259,7 @@ class WhisperSTT(STT):
         # interim's decode leaves it the other core (see CpuPriority). llama.cpp's two threads
         # meet at a barrier after every layer, so beside a decode on 2 cores each token waits for
         # the scheduler; with token generation paused, the final decode of a question took 78-94
-        # ms instead of 128-285 (bench trace, 2 cores). The features too: under contention
+        # ms instead of 128-285 (timed inside the bench server, 2 cores). The features too: under contention
         # they took tens of ms.
         with CPU.urgent() if final else CPU.pressing():
             budget = token_budget(len(pcm) / 16000)
