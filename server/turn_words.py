@@ -34,6 +34,17 @@ NEVER_LAST_WORDS = frozenset(
     um uh er erm uhm
     """.split()
 )
+# Words the final decode may have misheard as the last word of a turn ("flight to" written
+# "flight too."): the function words of UNFINISHED_LAST_WORDS that rarely end a sentence.
+# Pronouns, auxiliaries and fillers are left out: "That's wrong." has 0.19 on "that" in its
+# last place, and no phrase is held because Whisper half-heard "is" or "um" instead.
+OPEN_ALTERNATIVES = frozenset(
+    """
+    a an the and or but nor because although though whereas unless if whether than to of for
+    from with without into onto in on at by about as between through over under after before
+    during against toward towards per via my your his her its our their
+    """.split()
+)
 # Words that say the caller is reading out a number (a phone, account or order number); such
 # numbers are read in groups with pauses between them.
 IDENTIFIER_WORDS = frozenset(
@@ -106,12 +117,49 @@ def sounds_unfinished(text: str) -> bool:
     words = _words(stripped)
     if reads_short_number(words):
         return True
-    if not words or words[-1] not in UNFINISHED_LAST_WORDS:
+    if not words or words[-1] not in UNFINISHED_LAST_WORDS or answers_in_short(stripped):
         return False
     if not stripped.endswith("?") or words[-1] in NEVER_LAST_WORDS:
         return True
     if words[-1] in PREPOSITIONS:
         return words[0] not in WH_WORDS
+    return False
+
+
+def leaves_open(before: str, word: str, ending: str) -> bool:
+    """The transcript `before` + `word` + `ending` (its punctuation) stops mid-phrase."""
+    return sounds_unfinished(f"{before} {word}{ending}".strip())
+
+
+# Words after which an auxiliary ends a short answer ("Yes, I do.", "It is.", "We can."), and
+# the words before those that keep it open ("...if you could", "...that it is").
+SUBJECT_PRONOUNS = frozenset("i you he she it we they there".split())
+OPENING_SUBORDINATORS = frozenset(
+    "if whether that because than unless until although though so and or but".split()
+)
+AUXILIARIES = frozenset(
+    """
+    is are was were am be been do does did have has had will would shall should can could may
+    might must
+    """.split()
+)
+THINKING_VERBS = frozenset("think hope guess believe suppose said say says told".split())
+
+
+def answers_in_short(text: str) -> bool:
+    """The last clause is a whole short answer although its last word usually opens a phrase:
+    "No.", "Oh no.", "Yes, I do.", "I think so.", "It is." (not "There is no", "My name is",
+    "I was wondering if you could")."""
+    clause = _words(re.split(r"[,;:.!?]+\s", " " + text.strip().lower())[-1])
+    if not clause:
+        return False
+    last, before = clause[-1], clause[:-1]
+    if last == "no":
+        return not before or before[-1] in ("oh", "no", "say", "said", "says")
+    if last == "so":
+        return bool(before) and before[-1] in THINKING_VERBS
+    if last in AUXILIARIES and before and before[-1] in SUBJECT_PRONOUNS:
+        return len(before) < 2 or before[-2] not in OPENING_SUBORDINATORS
     return False
 
 

@@ -13,7 +13,9 @@ State per stream:
            heard nearly all the speech (END_OF_TURN keeps it if the final has the same words)
            speech again after an eager event: TURN_RESUMED
            END_OF_TURN: silence mode, after end_of_turn_silence_ms of silence; semantic mode, as
-           soon as the model and the words say the turn is complete, otherwise after
+           soon as the model and the words say the turn is complete (when the model first heard
+           it unfinished, only once the STT says its last word was no misheard "to", "for"...),
+           otherwise after
            max_silence_ms (the eager transcript when it still covers all the audio, otherwise a
            fresh final decode)
 Decodes and model calls run as tasks so the VAD keeps up with live audio meanwhile; a result
@@ -75,6 +77,11 @@ WORDS_COMPLETE_SILENCE_WINDOWS = 31
 # A turn that interrupted the agent ends on completion only after ~0.5 s of silence: "Sorry."
 # or "Wait." is most often followed by what the caller wants to say.
 INTERRUPTION_MIN_SILENCE_WINDOWS = 16
+# A turn the model first heard as unfinished is held when the STT puts at least this
+# probability on a word no phrase ends on in its last word's place: Whisper writes the pause in
+# "my flight to ... the one on Tuesday" as "my flight too." (0.28-0.95 on "to" there, under 0.02
+# on complete utterances: see `WhisperSTT.open_ending`).
+OPEN_ENDING_THRESHOLD = 0.1
 
 
 class Transcriber(Protocol):
@@ -88,6 +95,11 @@ class Transcriber(Protocol):
     async def transcribe(
         self, pcm: np.ndarray, final: bool, language: str, skippable: bool = False
     ) -> str: ...
+
+    async def open_ending(self, pcm: np.ndarray, transcript: str, language: str) -> float:
+        """The probability that `transcript`'s last word was in fact a word that leaves its
+        phrase open ("...my flight too." for "...my flight to"); 0.0 when it cannot tell."""
+        ...
 
 
 class CompletionModel(Protocol):
@@ -153,6 +165,10 @@ class VadTurnStream(STTStream):
         self._interrupting = False  # ...and did interrupt it
         self._eager_sent = False
         self._eager_result: tuple[int, str] | None = None  # (epoch, transcript)
+        self._eager_audio = np.zeros(0, dtype=np.int16)  # what the eager decode heard
+        self._ending: tuple[int, float] | None = None  # (epoch, open_ending of the eager text)
+        self._ending_task: asyncio.Task[None] | None = None
+        self._ending_epoch = -1  # the epoch whose ending was asked about
         self._eager_event: tuple[str, float, int, tuple[float, float]] = ("", 0.0, 0, (0.0, 0.0))
         self._eager_due = False  # the eager silence has passed; emit when the decode is in
         self._interim_result: tuple[int, str, int] | None = None  # (turn, text, windows heard)
@@ -315,6 +331,8 @@ class VadTurnStream(STTStream):
             self._interim_task.cancel()
         for check in self._checks:
             check.cancel()
+        if self._ending_task is not None:
+            self._ending_task.cancel()
 
         async def finish() -> None:
             if eager_task is not None and not eager_task.done():
@@ -396,11 +414,36 @@ class VadTurnStream(STTStream):
             finished = probability >= threshold
         else:
             finished = judge_complete(probability, text, threshold)
+            # The voice ended clearly at the first check: no more questions asked.
+            at_once = finished and not self._rechecked
             if not finished and self._silence_run >= WORDS_COMPLETE_SILENCE_WINDOWS:
                 finished = ends_sentence(text)
+            if finished and text and not at_once and not self._ending_closed(text):
+                return
         if text and not finished:
             return
         self._end_turn()  # no EAGER_END_OF_TURN first: the answer can start for real now
+
+    def _ending_closed(self, text: str) -> bool:
+        """The STT heard no open word ("to", "for") in the place of the last one. Asked once per
+        epoch, off the fast path: only turns the model first heard as unfinished wait for it."""
+        ending = self._ending
+        if ending is not None and ending[0] == self._epoch:
+            return ending[1] < OPEN_ENDING_THRESHOLD
+        if self._ending_epoch == self._epoch:
+            return False  # asked: the answer comes back to _maybe_end_complete
+        self._ending_epoch = epoch = self._epoch
+        audio = self._eager_audio
+
+        async def ask() -> None:
+            openness = await self._stt.open_ending(audio, text, self._opt.language)
+            if epoch != self._epoch or not self._in_turn:
+                return
+            self._ending = (epoch, openness)
+            self._maybe_end_complete()
+
+        self._ending_task = self._tasks.spawn(ask(), "open-ending")
+        return False
 
     # --- decodes ----------------------------------------------------------------------------
 
@@ -446,6 +489,7 @@ class VadTurnStream(STTStream):
             if epoch != self._epoch:
                 return  # the user went on speaking while we decoded
             self._eager_result = (epoch, text)
+            self._eager_audio = audio
             self._eager_event = (text, speech_end, turn_index, span)
             self._maybe_emit_eager()
             if self._semantic:

@@ -85,6 +85,8 @@ class ScriptedTranscriber:
         self.calls: list[tuple[int, bool]] = []
         self.skippable: list[bool] = []  # of each interim decode
         self.final_tails: list[int] = []  # silent windows ending each final decode's audio
+        self.openness = 0.0  # what open_ending answers
+        self.endings_asked: list[str] = []  # the transcripts open_ending was asked about
 
     async def transcribe(
         self, pcm: np.ndarray, final: bool, language: str, skippable: bool = False
@@ -99,6 +101,11 @@ class ScriptedTranscriber:
         if loud and all(abs(pitch(w) - ACK_HZ) < 200 for w in loud):
             return "Uh-huh."
         return f"said {len(loud)} windows" if loud else ""
+
+    async def open_ending(self, pcm: np.ndarray, transcript: str, language: str) -> float:
+        await asyncio.sleep(self.delay)
+        self.endings_asked.append(transcript)
+        return self.openness
 
 
 class ScriptedCompletion:

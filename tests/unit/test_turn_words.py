@@ -3,6 +3,7 @@
 import pytest
 
 from server.turn_words import (
+    OPEN_ALTERNATIVES,
     before_repetition,
     ends_sentence,
     heard_clearly,
@@ -10,6 +11,7 @@ from server.turn_words import (
     is_backchannel,
     is_interruption,
     is_short_acknowledgement,
+    leaves_open,
     looks_repetitive,
     same_words,
     sounds_unfinished,
@@ -117,10 +119,32 @@ def test_sentence_ends() -> None:
         ("Four.", False),
         ("Thanks, that's all!", False),
         ("", False),
+        # short answers that end on a word which usually opens a phrase
+        ("No.", False),
+        ("Oh no.", False),
+        ("Yes, I do.", False),
+        ("I think so.", False),
+        ("It is.", False),
+        ("Yes, we can.", False),
+        ("There is no", True),
+        ("My name is", True),
+        ("I was wondering if you could", True),
+        ("The thing I really want to know is", True),
+        ("So", True),
     ],
 )
 def test_unfinished_phrases(text: str, unfinished: bool) -> None:
     assert sounds_unfinished(text) is unfinished
+
+
+def test_a_word_in_the_last_place_may_leave_the_phrase_open() -> None:
+    assert leaves_open("I need to change my flight", "to", ".")
+    assert leaves_open("Can you send the letter", "to", "?")  # no wh-question: still open
+    assert not leaves_open("Where are you", "from", "?")
+    assert leaves_open("I'd like a table", "for", ".")
+    assert "to" in OPEN_ALTERNATIVES and "for" in OPEN_ALTERNATIVES
+    # words that end sentences often enough ("That's that.") are no sign of a mishearing
+    assert not {"that", "is", "do", "so", "um"} & OPEN_ALTERNATIVES
 
 
 def test_decoding_loops_are_recognised() -> None:

@@ -180,6 +180,58 @@ async def test_a_slow_check_that_hears_an_ending_is_not_doubled() -> None:
     assert completion.calls == 1 and kinds(events)[-1] == K.END_OF_TURN
 
 
+class ChangingMind:
+    """Hears the turn as unfinished at the first check and complete from the second on (as
+    Smart Turn does with a pause after "to" that Whisper wrote as "too.")."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def completion(self, pcm: np.ndarray) -> float:
+        await asyncio.sleep(0.01)
+        self.calls += 1
+        return 0.1 if self.calls == 1 else 0.9
+
+
+async def test_a_turn_first_heard_unfinished_ends_once_its_last_word_is_checked() -> None:
+    stt = ScriptedTranscriber()
+    audio = np.concatenate([tone(0.8), silence(2.2)])
+    events = await run(audio, SEMANTIC, completion=ChangingMind(), transcriber=stt)
+    end = next(e for e in events if e.kind == K.END_OF_TURN)
+    assert stt.endings_asked == [end.transcript]  # asked once, about the words it ended with
+    assert end.speech_end is not None and end.at - end.speech_end < 0.8  # not max_silence_ms
+
+
+async def test_a_last_word_that_may_be_a_misheard_open_word_holds_the_turn() -> None:
+    stt = ScriptedTranscriber()
+    stt.openness = 0.5  # "...my flight too." where "to" was likely
+    options = TurnOptions(max_silence_ms=1500)
+    held = await run(
+        np.concatenate([tone(0.8), silence(2.0)]),
+        options,
+        completion=ChangingMind(),
+        transcriber=stt,
+        settle=0.5,
+    )
+    end = next(e for e in held if e.kind == K.END_OF_TURN)
+    assert end.speech_end is not None and end.at - end.speech_end >= 1.4
+
+    stt = ScriptedTranscriber()
+    stt.openness = 0.5
+    audio = np.concatenate([tone(0.8), silence(1.2), tone(0.8), silence(2.0)])
+    events = await run(audio, options, completion=ChangingMind(), transcriber=stt, settle=0.5)
+    assert kinds(events).count(K.END_OF_TURN) == 1  # the caller went on: one turn
+    final = next(e for e in events if e.kind == K.END_OF_TURN)
+    assert int(final.transcript.split()[1]) >= 45
+
+
+async def test_a_turn_heard_complete_at_once_is_not_delayed_by_the_last_word_check() -> None:
+    stt = ScriptedTranscriber()
+    stt.openness = 0.9  # would hold it, if asked
+    events = await run(np.concatenate([tone(1.0), silence(1.0)]), SEMANTIC, transcriber=stt)
+    assert kinds(events)[-1] == K.END_OF_TURN and stt.endings_asked == []
+
+
 async def test_silence_mode_never_asks_the_model() -> None:
     completion = ScriptedCompletion()
     events = await run(

@@ -38,6 +38,7 @@ class WhisperTokenizer:
         self._transcribe = self._special("<|transcribe|>")
         self._no_timestamps = self._special("<|notimestamps|>")
         self._start_of_previous = self._special("<|startofprev|>")
+        self._word_tokens: tuple[frozenset[str], dict[int, str]] | None = None
 
     def _special(self, token: str) -> int:
         token_id = self._tokenizer.token_to_id(token)
@@ -47,6 +48,27 @@ class WhisperTokenizer:
 
     def encode(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def word_tokens(self, words: frozenset[str]) -> dict[int, str]:
+        """The tokens that are one of `words` on their own, after a space ("Ġto", "ĠTo")."""
+        if self._word_tokens is None or self._word_tokens[0] is not words:
+            found: dict[int, str] = {}
+            for word in words:
+                for spelling in (word, word.capitalize()):
+                    ids = self.encode(" " + spelling)
+                    if len(ids) == 1:
+                        found[ids[0]] = word
+            self._word_tokens = (words, found)
+        return self._word_tokens[1]
+
+    def last_word_start(self, tokens: list[int]) -> int | None:
+        """Where the last word begins: past trailing punctuation, back to a token after a space."""
+        i = len(tokens) - 1
+        while i >= 0 and not any(c.isalnum() for c in self.decode([tokens[i]])):
+            i -= 1
+        while i > 0 and not self.decode([tokens[i]]).startswith(" "):
+            i -= 1
+        return i if i >= 0 else None
 
     def decode(self, tokens: list[int]) -> str:
         """The text of the text tokens (special tokens, all above <|endoftext|>, are left out)."""
