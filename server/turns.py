@@ -79,7 +79,7 @@ WORDS_COMPLETE_SILENCE_WINDOWS = 31
 INTERRUPTION_MIN_SILENCE_WINDOWS = 16
 # A turn the model first heard as unfinished is held when the STT puts at least this
 # probability on a word no phrase ends on in its last word's place: Whisper writes the pause in
-# "my flight to ... the one on Tuesday" as "my flight too." (0.28-0.95 on "to" there, under 0.02
+# "my flight to ... the one on Tuesday" as "my flight too." (0.26-0.95 on "to" there, under 0.02
 # on complete utterances: see `WhisperSTT.open_ending`).
 OPEN_ENDING_THRESHOLD = 0.1
 

@@ -16,7 +16,7 @@ repetition penalty, and cut where its loop begins if that loops too.
 Whisper writes a pause after a word no phrase ends on as a word that can end one ("I need to
 change my flight to..." -> "...my flight too."), so the words alone do not hold that turn.
 `open_ending` asks the decoder, given the rest of the transcript, how likely such a word was
-in place of the last one (0.28-0.95 for "to" at those pauses, under 0.02 on 246 complete
+in place of the last one (0.26-0.95 for "to" at those pauses, under 0.02 on 246 complete
 utterances of bench/recognition.py and bench/turn_taking.py at 16 and 8 kHz).
 """
 
