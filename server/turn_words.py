@@ -45,6 +45,10 @@ OPEN_ALTERNATIVES = frozenset(
     during against toward towards per via my your his her its our their
     """.split()
 )
+# How Whisper writes "to" or "for" that ends an unfinished turn ("my flight to..." -> "my flight
+# too.", "...tube.", "a table for..." -> "a table 4."): such a last word has the STT asked
+# whether it was the open word even when the voice sounded finished (WhisperSTT.open_ending).
+OPEN_WORD_SPELLINGS = frozenset("too two 2 tube four 4 fore".split())
 # Words that say the caller is reading out a number (a phone, account or order number); such
 # numbers are read in groups with pauses between them.
 IDENTIFIER_WORDS = frozenset(
@@ -161,6 +165,12 @@ def answers_in_short(text: str) -> bool:
     if last in AUXILIARIES and before and before[-1] in SUBJECT_PRONOUNS:
         return len(before) < 2 or before[-2] not in OPENING_SUBORDINATORS
     return False
+
+
+def may_be_open_word(text: str) -> bool:
+    """The last word may be Whisper's spelling of a "to" or "for" that left the phrase open."""
+    words = _words(text)
+    return bool(words) and words[-1] in OPEN_WORD_SPELLINGS
 
 
 def reads_short_number(words: list[str]) -> bool:

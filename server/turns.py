@@ -14,7 +14,8 @@ State per stream:
            speech again after an eager event: TURN_RESUMED
            END_OF_TURN: silence mode, after end_of_turn_silence_ms of silence; semantic mode, as
            soon as the model and the words say the turn is complete (when the model first heard
-           it unfinished, only once the STT says its last word was no misheard "to", "for"...),
+           it unfinished, or the last word is "too", "two", "four"..., only once the STT says it
+           was no misheard "to", "for"...),
            otherwise after
            max_silence_ms (the eager transcript when it still covers all the audio, otherwise a
            fresh final decode)
@@ -39,6 +40,7 @@ from server.turn_words import (
     ends_sentence,
     is_question,
     looks_repetitive,
+    may_be_open_word,
     same_words,
     sounds_unfinished,
 )
@@ -414,8 +416,10 @@ class VadTurnStream(STTStream):
             finished = probability >= threshold
         else:
             finished = judge_complete(probability, text, threshold)
-            # The voice ended clearly at the first check: no more questions asked.
-            at_once = finished and not self._rechecked
+            # The voice ended clearly at the first check: no more questions asked, unless the
+            # last word is how Whisper writes a trailing "to" or "for" (the model hears
+            # "...my flight to" as finished: 0.89-0.94).
+            at_once = finished and not self._rechecked and not may_be_open_word(text)
             if not finished and self._silence_run >= WORDS_COMPLETE_SILENCE_WINDOWS:
                 finished = ends_sentence(text)
             if finished and text and not at_once and not self._ending_closed(text):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from voiceagent.v1 import voice_agent_pb2 as pb
 
 from server.audio import Format, InboundAudio, resample
+from server.backends.stt.base import TurnEventKind, TurnOptions
 from server.backends.stt.whisper import WhisperSTT
 from server.g711 import mulaw_encode
 from tests.integration.conftest import pause, speak
@@ -30,6 +32,22 @@ def heard(pcm: np.ndarray, rate: int) -> np.ndarray:
     return InboundAudio(Format(pb.MULAW, 8000), 16000).push(
         mulaw_encode(resample(pcm, 16000, rate))
     )
+
+
+def cut_at_the_comma(sentence: str) -> tuple[np.ndarray, np.ndarray]:
+    """One sentence spoken through, cut at its comma's pause: the words before the cut keep the
+    voice of a sentence that goes on, as a caller's do before a hesitation."""
+    pcm = speak(sentence, varied=False)
+    blocks = np.abs(pcm[: len(pcm) // 160 * 160].reshape(-1, 160)).max(axis=1) < 300
+    runs, start = [], None  # quiet runs of 10 ms blocks, away from the ends
+    for i, quiet in enumerate(blocks):
+        if quiet and start is None:
+            start = i
+        elif not quiet and start is not None:
+            runs.append((start, i))
+            start = None
+    first, last = max(runs, key=lambda run: run[1] - run[0])
+    return pcm[: first * 160], pcm[last * 160 :]
 
 
 @pytest.mark.parametrize("rate", [16000, 8000])
@@ -58,3 +76,29 @@ def test_a_complete_question_is_not(whisper: WhisperSTT, rate: int) -> None:
 def test_no_words_give_no_answer(whisper: WhisperSTT) -> None:
     assert whisper.ending_openness(np.zeros(16000, np.int16), "", "en") == 0.0
     assert whisper.ending_openness(np.zeros(800, np.int16), "Hello.", "en") == 0.0
+
+
+async def test_a_pause_after_to_is_one_turn_though_the_voice_sounds_finished(
+    whisper: WhisperSTT,
+) -> None:
+    """Smart Turn hears "I need to change my flight to" as finished (0.89) and Whisper writes
+    "...my flight tube." or "too.": the check of the last word keeps the turn open."""
+    head, tail = cut_at_the_comma("I need to change my flight to, the one on Tuesday morning.")
+    audio = np.concatenate([pause(0.3), head, pause(1.2), tail, pause(2.5)])
+    stream = whisper.open_stream(TurnOptions())
+    ends: list[str] = []
+
+    async def collect() -> None:
+        async for event in stream.events():
+            if event.kind == TurnEventKind.END_OF_TURN:
+                ends.append(event.transcript)
+
+    collector = asyncio.create_task(collect())
+    loop = asyncio.get_running_loop()
+    for start in range(0, len(audio), 320):  # 20 ms frames in real time
+        await stream.push(audio[start : start + 320], loop.time())
+        await asyncio.sleep(0.02)
+    await stream.aclose()
+    await collector
+    assert len(ends) == 1, ends  # two without the check: "...my flight tube." answered at once
+    assert "flight" in ends[0].lower() and "tuesday" in ends[0].lower(), ends[0]

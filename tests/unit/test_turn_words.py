@@ -13,6 +13,7 @@ from server.turn_words import (
     is_short_acknowledgement,
     leaves_open,
     looks_repetitive,
+    may_be_open_word,
     same_words,
     sounds_unfinished,
 )
@@ -145,6 +146,14 @@ def test_a_word_in_the_last_place_may_leave_the_phrase_open() -> None:
     assert "to" in OPEN_ALTERNATIVES and "for" in OPEN_ALTERNATIVES
     # words that end sentences often enough ("That's that.") are no sign of a mishearing
     assert not {"that", "is", "do", "so", "um"} & OPEN_ALTERNATIVES
+
+
+def test_how_whisper_spells_a_trailing_to_or_for() -> None:
+    assert may_be_open_word("I need to change my flight too.")
+    assert may_be_open_word("I'd like a table 4.")
+    assert may_be_open_word("Can you send the letter tube?")
+    assert not may_be_open_word("Is it going to rain tomorrow?")
+    assert not may_be_open_word("")
 
 
 def test_decoding_loops_are_recognised() -> None:

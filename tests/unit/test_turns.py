@@ -232,6 +232,31 @@ async def test_a_turn_heard_complete_at_once_is_not_delayed_by_the_last_word_che
     assert kinds(events)[-1] == K.END_OF_TURN and stt.endings_asked == []
 
 
+class TooTranscriber(ScriptedTranscriber):
+    async def transcribe(
+        self, pcm: np.ndarray, final: bool, language: str, skippable: bool = False
+    ) -> str:
+        said = await super().transcribe(pcm, final, language)
+        return "I need to change my flight too." if said else ""
+
+
+async def test_a_last_word_spelled_like_to_is_checked_though_the_voice_ended() -> None:
+    stt = TooTranscriber()
+    stt.openness = 0.6
+    options = TurnOptions(max_silence_ms=1500)
+    events = await run(
+        np.concatenate([tone(1.0), silence(2.0)]), options, transcriber=stt, settle=0.5
+    )
+    end = next(e for e in events if e.kind == K.END_OF_TURN)
+    assert stt.endings_asked and end.speech_end is not None
+    assert end.at - end.speech_end >= 1.4  # held: the model alone would have ended it at once
+
+    stt = TooTranscriber()  # "Me too." said clearly: asked, and it ends soon
+    events = await run(np.concatenate([tone(1.0), silence(1.0)]), SEMANTIC, transcriber=stt)
+    end = next(e for e in events if e.kind == K.END_OF_TURN)
+    assert stt.endings_asked and end.speech_end is not None and end.at - end.speech_end < 0.6
+
+
 async def test_silence_mode_never_asks_the_model() -> None:
     completion = ScriptedCompletion()
     events = await run(
