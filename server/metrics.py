@@ -45,6 +45,11 @@ FINAL_LOOPS = Counter(
     "Final decodes that looped: decoded again loop-free (retried) or cut where the loop began",
     ["outcome"],
 )
+OPEN_ENDINGS = Counter(
+    "voice_agent_open_ending_checks_total",
+    "Turns whose last word was checked for a misheard 'to', 'for'... (held: the turn waited)",
+    ["outcome"],
+)
 SESSIONS_ACTIVE = Gauge("voice_agent_sessions_active", "Converse streams open now")
 SESSIONS_TOTAL = Counter("voice_agent_sessions_total", "Converse streams accepted")
 EVENT_LOOP_LAG = Gauge(

@@ -35,6 +35,7 @@ from typing import Protocol
 import numpy as np
 
 from server.backends.stt.base import STTStream, TurnEventKind, TurnMode, TurnOptions, TurnUpdate
+from server.metrics import OPEN_ENDINGS
 from server.tasks import TaskSet
 from server.turn_words import (
     ends_sentence,
@@ -441,6 +442,7 @@ class VadTurnStream(STTStream):
 
         async def ask() -> None:
             openness = await self._stt.open_ending(audio, text, self._opt.language)
+            OPEN_ENDINGS.labels("held" if openness >= OPEN_ENDING_THRESHOLD else "passed").inc()
             if epoch != self._epoch or not self._in_turn:
                 return
             self._ending = (epoch, openness)

@@ -9,6 +9,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from server.backends.stt.base import TurnEventKind as K
 from server.backends.stt.base import TurnMode, TurnOptions, TurnUpdate
@@ -180,6 +181,11 @@ async def test_a_slow_check_that_hears_an_ending_is_not_doubled() -> None:
     assert completion.calls == 1 and kinds(events)[-1] == K.END_OF_TURN
 
 
+def held_checks() -> float:
+    value = REGISTRY.get_sample_value("voice_agent_open_ending_checks_total", {"outcome": "held"})
+    return value or 0.0
+
+
 class ChangingMind:
     """Hears the turn as unfinished at the first check and complete from the second on (as
     Smart Turn does with a pause after "to" that Whisper wrote as "too.")."""
@@ -203,6 +209,7 @@ async def test_a_turn_first_heard_unfinished_ends_once_its_last_word_is_checked(
 
 
 async def test_a_last_word_that_may_be_a_misheard_open_word_holds_the_turn() -> None:
+    held_before = held_checks()
     stt = ScriptedTranscriber()
     stt.openness = 0.5  # "...my flight too." where "to" was likely
     options = TurnOptions(max_silence_ms=1500)
@@ -215,6 +222,7 @@ async def test_a_last_word_that_may_be_a_misheard_open_word_holds_the_turn() -> 
     )
     end = next(e for e in held if e.kind == K.END_OF_TURN)
     assert end.speech_end is not None and end.at - end.speech_end >= 1.4
+    assert held_checks() > held_before
 
     stt = ScriptedTranscriber()
     stt.openness = 0.5
