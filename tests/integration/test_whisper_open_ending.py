@@ -12,7 +12,7 @@ from voiceagent.v1 import voice_agent_pb2 as pb
 
 from server.audio import Format, InboundAudio, resample
 from server.backends.stt.base import TurnEventKind, TurnOptions
-from server.backends.stt.whisper import WhisperSTT
+from server.backends.stt.whisper import OPEN_ENDING_MAX_TOKENS, WhisperSTT
 from server.g711 import mulaw_encode
 from tests.integration.conftest import pause, speak
 
@@ -76,6 +76,14 @@ def test_a_complete_question_is_not(whisper: WhisperSTT, rate: int) -> None:
 def test_no_words_give_no_answer(whisper: WhisperSTT) -> None:
     assert whisper.ending_openness(np.zeros(16000, np.int16), "", "en") == 0.0
     assert whisper.ending_openness(np.zeros(800, np.int16), "Hello.", "en") == 0.0
+
+
+def test_a_monologue_is_not_checked(whisper: WhisperSTT) -> None:
+    """Past OPEN_ENDING_MAX_TOKENS the check would stall token generation for a second."""
+    words = " ".join(["I need to change my flight"] * (OPEN_ENDING_MAX_TOKENS // 6 + 1))
+    audio = speak("I need to change my flight to", varied=False)
+    assert whisper.ending_openness(audio, words + " too.", "en") == 0.0
+    assert whisper.ending_openness(audio, "I need to change my flight too.", "en") >= 0.1
 
 
 async def test_a_pause_after_to_is_one_turn_though_the_voice_sounds_finished(

@@ -69,6 +69,10 @@ _FINAL_BEAM = 2
 # alone freed 9, greedy or sampling at 0.4 none. The words change with the ISA: CI's machine
 # looped on a whole 8 kHz phone number ("Call me back at 555. Call me Back at 5555. ...").
 RETRY_PENALTY = 1.3
+# `open_ending` forces the decoder through the words before the last one, ~7 ms a token on 2
+# cores while token generation waits: past this many (~12 s of speech) it answers 0.0 rather
+# than stall every call's answer for a second.
+OPEN_ENDING_MAX_TOKENS = 96
 
 
 def token_budget(seconds: float) -> int:
@@ -264,7 +268,7 @@ class WhisperSTT(STT):
         tokenizer, prompt = self._prompt(_whisper_language(language), "")
         tokens = tokenizer.encode(" " + transcript.strip())
         start = tokenizer.last_word_start(tokens)
-        if start is None or len(pcm) < 1600:
+        if start is None or start > OPEN_ENDING_MAX_TOKENS or len(pcm) < 1600:
             return 0.0
         before = tokenizer.decode(tokens[:start]).strip()
         last = tokenizer.decode(tokens[start:])
