@@ -15,10 +15,8 @@ State per stream:
            END_OF_TURN: silence mode, after end_of_turn_silence_ms of silence; semantic mode, as
            soon as the model and the words say the turn is complete (when the model first heard
            it unfinished, or the last word is "too", "two", "four"..., only once the STT says it
-           was no misheard "to", "for"...),
-           otherwise after
-           max_silence_ms (the eager transcript when it still covers all the audio, otherwise a
-           fresh final decode)
+           was no misheard "to", "for"...), otherwise after max_silence_ms (the eager
+           transcript when it still covers all the audio, otherwise a fresh final decode)
 Decodes and model calls run as tasks so the VAD keeps up with live audio meanwhile; a result
 that arrives after the user resumed speaking is dropped (each resume starts a new "epoch"). A
 task that fails hands its error to `events()`, which raises it, so the session ends with it.
@@ -80,8 +78,9 @@ WORDS_COMPLETE_SILENCE_WINDOWS = 31
 # A turn that interrupted the agent ends on completion only after ~0.5 s of silence: "Sorry."
 # or "Wait." is most often followed by what the caller wants to say.
 INTERRUPTION_MIN_SILENCE_WINDOWS = 16
-# A turn the model first heard as unfinished is held when the STT puts at least this
-# probability on a word no phrase ends on in its last word's place: Whisper writes the pause in
+# A turn the model first heard as unfinished, or whose last word is spelled like a trailing "to"
+# or "for", is held when the STT puts at least this probability on a word no phrase ends on in
+# its last word's place: Whisper writes the pause in
 # "my flight to ... the one on Tuesday" as "my flight too." (0.26-0.95 on "to" there, under 0.02
 # on complete utterances: see `WhisperSTT.open_ending`).
 OPEN_ENDING_THRESHOLD = 0.1
@@ -169,9 +168,9 @@ class VadTurnStream(STTStream):
         self._eager_sent = False
         self._eager_result: tuple[int, str] | None = None  # (epoch, transcript)
         self._eager_audio = np.zeros(0, dtype=np.int16)  # what the eager decode heard
-        self._ending: tuple[int, float] | None = None  # (epoch, open_ending of the eager text)
+        # (epoch, open_ending of its eager text): None while asked and not answered
+        self._ending: tuple[int, float | None] | None = None
         self._ending_task: asyncio.Task[None] | None = None
-        self._ending_epoch = -1  # the epoch whose ending was asked about
         self._eager_event: tuple[str, float, int, tuple[float, float]] = ("", 0.0, 0, (0.0, 0.0))
         self._eager_due = False  # the eager silence has passed; emit when the decode is in
         self._interim_result: tuple[int, str, int] | None = None  # (turn, text, windows heard)
@@ -431,13 +430,11 @@ class VadTurnStream(STTStream):
 
     def _ending_closed(self, text: str) -> bool:
         """The STT heard no open word ("to", "for") in the place of the last one. Asked once per
-        epoch, off the fast path: only turns the model first heard as unfinished wait for it."""
+        epoch; the answer comes back to _maybe_end_complete."""
         ending = self._ending
         if ending is not None and ending[0] == self._epoch:
-            return ending[1] < OPEN_ENDING_THRESHOLD
-        if self._ending_epoch == self._epoch:
-            return False  # asked: the answer comes back to _maybe_end_complete
-        self._ending_epoch = epoch = self._epoch
+            return ending[1] is not None and ending[1] < OPEN_ENDING_THRESHOLD
+        self._ending = (epoch := self._epoch, None)
         audio = self._eager_audio
 
         async def ask() -> None:

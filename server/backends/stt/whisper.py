@@ -178,6 +178,7 @@ class WhisperSTT(STT):
         self._turn_model: SmartTurnV3 | None = None
         self._tokenizer: WhisperTokenizer | None = None  # set by load()
         self._prompts: dict[str, list[int]] = {}
+        self._open_tokens: dict[int, str] = {}  # OPEN_ALTERNATIVES' tokens, set by load()
 
     async def load(self) -> None:
         loop = asyncio.get_running_loop()
@@ -196,6 +197,7 @@ class WhisperSTT(STT):
             inter_threads=self._workers,
         )
         self._tokenizer = WhisperTokenizer(model_dir)
+        self._open_tokens = self._tokenizer.word_tokens(OPEN_ALTERNATIVES)
         self._vad = SileroVAD(assets.silero_vad_path())
         self._turn_model = SmartTurnV3(assets.smart_turn_path())
         self._turn_model.score([np.zeros(16000, dtype=np.int16)])  # warm-up
@@ -293,7 +295,7 @@ class WhisperSTT(STT):
         return float(
             sum(
                 probabilities[token]
-                for token, alternative in tokenizer.word_tokens(OPEN_ALTERNATIVES).items()
+                for token, alternative in self._open_tokens.items()
                 if alternative != word and leaves_open(before, alternative, ending)
             )
         )

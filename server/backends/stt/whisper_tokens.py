@@ -38,7 +38,6 @@ class WhisperTokenizer:
         self._transcribe = self._special("<|transcribe|>")
         self._no_timestamps = self._special("<|notimestamps|>")
         self._start_of_previous = self._special("<|startofprev|>")
-        self._word_tokens: tuple[frozenset[str], dict[int, str]] | None = None
 
     def _special(self, token: str) -> int:
         token_id = self._tokenizer.token_to_id(token)
@@ -51,15 +50,13 @@ class WhisperTokenizer:
 
     def word_tokens(self, words: frozenset[str]) -> dict[int, str]:
         """The tokens that are one of `words` on their own, after a space ("Ġto", "ĠTo")."""
-        if self._word_tokens is None or self._word_tokens[0] is not words:
-            found: dict[int, str] = {}
-            for word in words:
-                for spelling in (word, word.capitalize()):
-                    ids = self.encode(" " + spelling)
-                    if len(ids) == 1:
-                        found[ids[0]] = word
-            self._word_tokens = (words, found)
-        return self._word_tokens[1]
+        found: dict[int, str] = {}
+        for word in words:
+            for spelling in (word, word.capitalize()):
+                ids = self.encode(" " + spelling)
+                if len(ids) == 1:
+                    found[ids[0]] = word
+        return found
 
     def last_word_start(self, tokens: list[int]) -> int | None:
         """Where the last word begins: past trailing punctuation, back to a token after a space."""
