@@ -8,9 +8,10 @@ length_scale 0.85, 1.0, 1.2). Every case is one fresh Converse session, run one 
 audio streamed at real time in 20 ms frames after 0.3 s of silence and followed by silence, as
 an open microphone sends. Four kinds of case:
 
-- question: a complete question. Voice-to-voice and the stages come from the server's
-  TurnMetrics (server clock, from the last voiced frame it received); the END_OF_TURN delay is
-  measured on the client too: last voiced frame sent -> END_OF_TURN received.
+- question: a complete question, each at all three speeds. Voice-to-voice and the stages come
+  from the server's TurnMetrics (server clock, from the last voiced frame it received); the
+  END_OF_TURN delay is measured on the client too: last voiced frame sent -> END_OF_TURN
+  received.
 - hesitation: an unfinished phrase, a 0.8-1.5 s pause, then the rest of the sentence, as one
   turn. The sentence is synthesized whole with a comma at the break (so the first part keeps the
   sentence's run-on prosody) and Piper's comma pause is widened to the hesitation. A premature
@@ -269,9 +270,11 @@ KINDS = ("question", "hesitation", "backchannel", "interruption")
 
 def build_cases(rate: int, n: int | None, kinds: Sequence[str] = KINDS) -> list[Case]:
     cases: list[Case] = []
+    # Every question at every speed: voice-to-voice percentiles of 12 samples moved by 100 ms
+    # between runs of the same code (409-529 ms p50), so each rate gets 36.
     for i, text in enumerate(QUESTIONS[:n] if "question" in kinds else []):
-        speed = SPEEDS[i % len(SPEEDS)]
-        cases.append(Case("question", i, text, speed, parts=[speak(text, speed, rate)]))
+        for speed in SPEEDS:
+            cases.append(Case("question", i, text, speed, parts=[speak(text, speed, rate)]))
     for i, (first, rest) in enumerate(HESITATIONS[:n] if "hesitation" in kinds else []):
         speed = SPEEDS[(i + 1) % len(SPEEDS)]
         pause_s = HESITATION_PAUSES[i % len(HESITATION_PAUSES)]
@@ -590,6 +593,8 @@ def evaluate(o: Outcome) -> None:
             v["server"] = answers[-1]
         v["end_of_turns"] = len(ends)
         v["answered_turns"] = answered_turns
+        # An answer dropped unheard (the caller went on before its audio) sends no audio.
+        v["answers_heard"] = sum(1 for turn in o.audio if turn != 0)
     if o.kind == "question":
         v["heard_exactly"] = bool(ends) and _words(ends[-1]["text"]) == _words(o.text)
         v["ok"] = bool(answers) and len(ends) == 1
@@ -729,7 +734,7 @@ async def run(
                     flush=True,
                 )
     full = {
-        "question": len(QUESTIONS),
+        "question": len(QUESTIONS) * len(SPEEDS),
         "hesitation": len(HESITATIONS),
         "backchannel": len(BACKCHANNELS),
         "interruption": len(INTERRUPTIONS),
@@ -788,6 +793,8 @@ def summarize(outcomes: list[Outcome]) -> dict[str, str]:
         "gaps": _count([g > GAP_MS for g in client(q, "reply_gap_ms")])
         + f" (longest {_fmt(max(client(q, 'reply_gap_ms'), default=float('nan')))} ms)",
         "answered": _count([o.verdict["ok"] for o in q]),
+        "one_heard_q": _count([o.verdict.get("answers_heard") == 1 for o in q]),
+        "one_heard_h": _count([o.verdict.get("answers_heard") == 1 for o in h]),
         "heard": _count([o.verdict["heard_exactly"] for o in q]),
         "backchannels": _count([o.verdict["ignored"] for o in b]),
         "bc_event": _count([o.verdict["backchannel_event"] for o in b]),
@@ -818,6 +825,8 @@ ROWS = [
         f"questions: answers whose audio stalls > {GAP_MS} ms after it began (client playback)",
     ),
     ("answered", "questions answered as one turn (one END_OF_TURN, TurnMetrics received)"),
+    ("one_heard_q", "questions whose caller heard exactly one answer (agent audio of one turn)"),
+    ("one_heard_h", "hesitations whose caller heard exactly one answer"),
     ("heard", "questions transcribed word for word"),
     ("backchannels", "backchannels ignored (no BARGE_IN, no new answer)"),
     ("bc_event", "backchannels the server named (Event BACKCHANNEL)"),
@@ -851,7 +860,8 @@ def report(
         "",
         f"Command: `{command}`  ",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}, in {seconds / 60:.0f} min: "
-        f"{counts['question']} complete questions, {counts['hesitation']} hesitations "
+        f"{counts['question']} complete questions ({len({o.text for o in outcomes if o.kind == 'question'})} "
+        f"phrases at up to 3 speeds), {counts['hesitation']} hesitations "
         f"(0.8-1.5 s pause after an unfinished phrase), {counts['backchannel']} backchannels and "
         f"{counts['interruption']} interruptions 2 s into a greeting, per configuration and rate; "
         "one fresh session each, streamed at real time, one at a time.",
