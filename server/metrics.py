@@ -50,6 +50,10 @@ OPEN_ENDINGS = Counter(
     "Turns whose last word was checked for a misheard 'to', 'for'... (held: the turn waited)",
     ["outcome"],
 )
+UNHEARD_ANSWERS = Counter(
+    "voice_agent_unheard_answers_dropped_total",
+    "Turns that ended too soon: the caller went on before any of the answer was sent",
+)
 SESSIONS_ACTIVE = Gauge("voice_agent_sessions_active", "Converse streams open now")
 SESSIONS_TOTAL = Counter("voice_agent_sessions_total", "Converse streams accepted")
 EVENT_LOOP_LAG = Gauge(

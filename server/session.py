@@ -32,7 +32,7 @@ from server.limits import (
     MIN_TEXT_INTERRUPT_SECONDS,
     OUTPUT_BUFFER_BYTES,
 )
-from server.metrics import BACKCHANNELS, observe_turn
+from server.metrics import BACKCHANNELS, UNHEARD_ANSWERS, observe_turn
 from server.session_setup import UpdatePlan, update_plan
 from server.status import StatusError, status_for
 from server.tasks import TaskSet, cancel_and_wait
@@ -101,6 +101,9 @@ class Session:
         # START_OF_TURN of speech heard while the agent talked, until its words tell an
         # interruption from an acknowledgement.
         self._heard_over_agent: TurnUpdate | None = None
+        # The words of a turn whose answer was dropped unheard because the caller went on:
+        # answered together with the turn now being spoken (`_take_back_unheard_answer`).
+        self._unanswered = ""
         self._draining = False
         self._last_input = time.monotonic()
         self._last_text_turn_at = -MIN_TEXT_INTERRUPT_SECONDS
@@ -347,7 +350,9 @@ class Session:
         # A typed turn interrupts an answer still being generated, not one only being played.
         await self._barge_in(now, during_playback=False)
         self._cancel_speculative()
-        self._commit_user_turn(text, speech_end=now, stt_final_at=now, from_text=True)
+        self._commit_user_turn(
+            self._with_unanswered(text), speech_end=now, stt_final_at=now, from_text=True
+        )
 
     def _apply_update(self, update: pb.ConfigUpdate) -> None:
         """Validate now (an Error in the stream if wrong, the call goes on); switch once loaded.
@@ -411,6 +416,8 @@ class Session:
         kind = event.kind
         if kind == TurnEventKind.START_OF_TURN:
             self._user_turn_open = True
+            if await self._take_back_unheard_answer():
+                return
             if self._agent_audible() and not self.setup.turn_options.barge_in_on_any_speech:
                 # "uh-huh" or "wait, stop"? The words decide (UPDATE, or END_OF_TURN at the
                 # latest); meanwhile the agent goes on.
@@ -426,7 +433,8 @@ class Session:
             ):
                 await self._interrupted()
             elif self._heard_over_agent is None and not self._generating():
-                self._warm(heard=event.transcript)  # the answer then reads only the turn's end
+                # The answer then reads only the turn's end.
+                self._warm(heard=self._with_unanswered(event.transcript))
         elif kind == TurnEventKind.EAGER_END_OF_TURN and self.setup.turn_options.eager_enabled:
             if self._heard_over_agent is not None:
                 if is_short_acknowledgement(event.transcript, event.speech_seconds):
@@ -434,7 +442,7 @@ class Session:
                 await self._interrupted()
             self._cancel_speculative()
             self._speculative = self._start_response(
-                user_text=event.transcript,
+                user_text=self._with_unanswered(event.transcript),
                 speech_end=event.speech_end or event.at,
                 stt_final_at=event.at,
                 committed=False,
@@ -463,6 +471,7 @@ class Session:
                     return
                 await self._interrupted()
             speculative, self._speculative = self._speculative, None
+            text = self._with_unanswered(text)  # a noise after a dropped answer: answer that
             if not text:  # noise, a cough: nothing to answer
                 if speculative is not None:
                     speculative.task.cancel()  # type: ignore[union-attr]
@@ -470,10 +479,11 @@ class Session:
                 return
             if (
                 speculative is not None
-                and speculative.user_text == event.transcript
+                and speculative.user_text == self._with_unanswered(event.transcript)
                 and not speculative.failure
             ):
                 self.history.append(ChatMessage("user", text))
+                self._unanswered = ""
                 self._current = speculative
                 speculative.stt_final_at = event.at  # the final transcript, not the guess
                 speculative.commit()
@@ -501,9 +511,49 @@ class Session:
         if start is not None:
             await self._barge_in(start.speech_start or start.at)
 
+    async def _take_back_unheard_answer(self) -> bool:
+        """The caller speaks again before a word of the answer was sent: drop the answer and
+        answer this turn's words together with the next turn's.
+
+        The end of turn came too soon ("Why do leaves change color in the autumn, | and when
+        does it start?": a complete question, and the voice paused ~250 ms at the comma). Had
+        the answer gone on, it would start over the caller and be barged in on; a person waits
+        for the other to finish and answers all of it. A cough or a noise instead of words:
+        the next END_OF_TURN (no words) answers the dropped turn's words alone.
+        """
+        response = self._current
+        if response is None or response.fixed_text is not None or not response.user_text:
+            return False
+        if response.finished or response.first_audio_sent_at is not None or response.tool_messages:
+            return False  # heard, or it acted: the usual barge-in rules apply
+        last = self.history[-1] if len(self.history) > 1 else None
+        if last is None or last.role != "user" or last.content != response.user_text:
+            return False
+        self._current = None
+        if response.task is not None and not response.task.done():
+            await cancel_and_wait(response.task)
+        self.history.pop()
+        self._unanswered = response.user_text
+        UNHEARD_ANSWERS.inc()
+        self.send(
+            pb.ConverseResponse(
+                event=pb.Event(
+                    type=pb.BARGE_IN,
+                    turn_id=response.turn_id,
+                    message="the caller went on before the answer was heard: it answers both",
+                )
+            )
+        )
+        self.send(agent_text(response.turn_id, final=True, text=""))  # nothing was heard
+        return True
+
+    def _with_unanswered(self, text: str) -> str:
+        return f"{self._unanswered} {text}".strip() if self._unanswered else text
+
     def _commit_user_turn(
         self, text: str, speech_end: float, stt_final_at: float, from_text: bool = False
     ) -> None:
+        self._unanswered = ""
         self._current = self._start_response(
             user_text=text,
             speech_end=speech_end,

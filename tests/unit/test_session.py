@@ -283,6 +283,37 @@ async def test_a_pause_that_sounds_unfinished_is_one_turn(
     assert len(call.finals()) == 1
 
 
+async def test_speech_before_the_answer_is_heard_is_answered_with_the_turn_before(
+    start_server: StartServer, open_call
+) -> None:
+    """The turn ended at a pause, and the caller went on before any of the answer was sent:
+    that answer is dropped unheard, and one answer goes to both parts' words."""
+    from prometheus_client import REGISTRY
+
+    def dropped_so_far() -> float:
+        return REGISTRY.get_sample_value("voice_agent_unheard_answers_dropped_total") or 0.0
+
+    llm = ScriptedLLM("First words of a slow answer.", token_delay=0.25)
+    s = await start_server(llm=llm)
+    before = dropped_so_far()
+    call: Call = await open_call(s.target)
+    # a complete-sounding first part, a 0.35 s pause (past the end of turn), then more words
+    await call.send_pcm(np.concatenate([tone(0.6), silence(0.35), tone(0.8), silence(1.5)]))
+    await call.wait_for(lambda c: len(c.of("metrics")) == 1, within=10)
+    ends = [t for t in call.of("transcript") if t.event == pb.END_OF_TURN]
+    assert len(ends) == 2  # the turn detector did end the turn at the pause
+    dropped = call.events(pb.BARGE_IN)
+    assert len(dropped) == 1 and "before the answer was heard" in dropped[0].message
+    assert not [a for a in call.of("audio") if a.turn_id == dropped[0].turn_id]
+    answered = {a.turn_id for a in call.of("audio")}
+    assert len(answered) == 1 and dropped[0].turn_id not in answered
+    both = f"{ends[0].text} {ends[1].text}"
+    assert llm.calls[-1][-1] == ChatMessage("user", both)
+    assert [m.role for m in llm.calls[-1]] == ["system", "user"]  # no trace of the dropped one
+    assert [f.text for f in call.finals() if f.turn_id == dropped[0].turn_id] == [""]
+    assert dropped_so_far() == before + 1
+
+
 async def test_an_unfinished_turn_still_ends_at_the_maximum_silence(
     start_server: StartServer, open_call
 ) -> None:
