@@ -18,7 +18,7 @@ from server.backends.llm.base import LLM, ChatMessage, ToolCall
 from server.backends.stt.base import STT, STTStream, TurnMode, TurnOptions
 from server.backends.tts.base import TTS, SynthesizedAudio, VoiceInfo
 from server.tools.spec import ToolSpec
-from server.turns import VadTurnStream
+from server.turns import Transcription, VadTurnStream
 from server.vad import VoiceActivityDetector
 
 REPLY = "Sure. Here is my answer to that."
@@ -45,13 +45,13 @@ class LeanTranscriber:
 
     async def transcribe(
         self, pcm: np.ndarray, final: bool, language: str, skippable: bool = False
-    ) -> str:
+    ) -> Transcription:
         if self.delay:
             await asyncio.sleep(self.delay)
         n = len(pcm) // 512
         x = pcm[: n * 512].reshape(n, 512).astype(np.float32)
         voiced = int(np.sum(np.sqrt(np.mean(x * x, axis=1)) > VOICED_RMS))
-        return f"said {voiced}" if voiced else ""
+        return Transcription(f"said {voiced}" if voiced else "")
 
     async def open_ending(self, pcm: np.ndarray, transcript: str, language: str) -> float:
         return 0.0  # "said N" is never a mishearing

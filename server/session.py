@@ -428,7 +428,7 @@ class Session:
                 await self._barge_in(event.speech_start or event.at)
         elif kind == TurnEventKind.UPDATE:
             if self._heard_over_agent is not None and (
-                interrupts(event.transcript, event.speech_seconds)
+                interrupts(event.transcript, event.speech_seconds, event.log_prob)
                 or event.speech_seconds >= MAX_BACKCHANNEL_SECONDS
             ):
                 await self._interrupted()
@@ -437,7 +437,7 @@ class Session:
                 self._warm(heard=self._with_unanswered(event.transcript))
         elif kind == TurnEventKind.EAGER_END_OF_TURN and self.setup.turn_options.eager_enabled:
             if self._heard_over_agent is not None:
-                if is_short_acknowledgement(event.transcript, event.speech_seconds):
+                if is_short_acknowledgement(event.transcript, event.speech_seconds, event.log_prob):
                     return  # not worth a speculative answer: it will not be answered
                 await self._interrupted()
             self._cancel_speculative()
@@ -454,7 +454,7 @@ class Session:
             text = event.transcript.strip()
             if self._heard_over_agent is not None:
                 short = event.speech_seconds < MAX_BACKCHANNEL_SECONDS
-                if short and is_short_acknowledgement(text, event.speech_seconds):
+                if short and is_short_acknowledgement(text, event.speech_seconds, event.log_prob):
                     self._heard_over_agent = None
                     self._cancel_speculative()
                     BACKCHANNELS.inc()

@@ -226,39 +226,47 @@ def is_interruption(text: str) -> bool:
 # second, fast speech ~20; the VAD counts only the voiced part of the speech).
 MAX_LETTERS_PER_SECOND = 25.0
 ALWAYS_PLAUSIBLE_LETTERS = 14  # "I have a question", "Can you tell me"
+# Words the recognizer gave a lower mean log probability than this are a guess. Whisper base
+# (greedy interims and the beam-2 final, Piper speech at 16 kHz and 8 kHz G.711, 3 speeds):
+# the short "mm-hmm", "uh-huh", "I see" it wrote as three or more words ("In a month.", "In
+# my mom.", "Ow. Ow! Ow!", "M M M") scored -0.79 to -2.25; the words of real interruptions
+# -0.05 to -0.41 once whole, and -0.47 to -0.56 for "Wait a moment." 0.45 s in.
+UNSURE_LOG_PROB = -0.7
 
 
-def heard_clearly(text: str, speech_seconds: float) -> bool:
-    """The words can be what was said: no decoding loop, and no more letters than the speech
-    could hold."""
-    if looks_repetitive(text):
+def heard_clearly(text: str, speech_seconds: float, log_prob: float = 0.0) -> bool:
+    """The words can be what was said: the recognizer was sure enough of them, no decoding
+    loop, and no more letters than the speech could hold."""
+    if log_prob < UNSURE_LOG_PROB or looks_repetitive(text):
         return False
     letters = sum(len(word) for word in _words(text))
     return letters <= max(ALWAYS_PLAUSIBLE_LETTERS, MAX_LETTERS_PER_SECOND * speech_seconds)
 
 
-def interrupts(text: str, speech_seconds: float) -> bool:
+def interrupts(text: str, speech_seconds: float, log_prob: float = 0.0) -> bool:
     """An interim transcript of speech over the agent that already asks it to stop: an
     interruption word, or three words or more, heard clearly, that are not an acknowledgement.
 
-    Fewer or unclear words wait for more: Whisper hears a short "uh-huh" or "mm-hmm" as "How?"
-    or "Enema Enema" (the utterance's end then decides, see `is_short_acknowledgement`).
+    Fewer or unclear words wait for more: Whisper hears a short "uh-huh" or "mm-hmm" as "How?",
+    "Enema Enema" or, unsure, "In a month." (the utterance's end then decides, see
+    `is_short_acknowledgement`; speech going on past MAX_BACKCHANNEL_SECONDS stops the agent).
     """
     if is_interruption(text):
         return True
-    if not heard_clearly(text, speech_seconds):
+    if not heard_clearly(text, speech_seconds, log_prob):
         return False
     return not is_backchannel(text) and len(_words(text)) >= 3
 
 
-def is_short_acknowledgement(text: str, speech_seconds: float) -> bool:
+def is_short_acknowledgement(text: str, speech_seconds: float, log_prob: float = 0.0) -> bool:
     """A whole utterance heard over the agent that does not ask it to stop: acknowledgements,
-    noise, or one or two unclear words under SHORT_UTTERANCE_SECONDS of speech."""
+    noise, or one or two words, or words the recognizer was unsure of, under
+    SHORT_UTTERANCE_SECONDS of speech."""
     if is_backchannel(text):
         return True
     if speech_seconds >= SHORT_UTTERANCE_SECONDS or is_interruption(text):
         return False
-    return len(_words(text)) <= 2 or not heard_clearly(text, speech_seconds)
+    return len(_words(text)) <= 2 or not heard_clearly(text, speech_seconds, log_prob)
 
 
 def ends_sentence(text: str) -> bool:

@@ -28,6 +28,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -86,6 +87,17 @@ INTERRUPTION_MIN_SILENCE_WINDOWS = 16
 OPEN_ENDING_THRESHOLD = 0.1
 
 
+@dataclass(frozen=True)
+class Transcription:
+    """What a decode heard, and how sure the recognizer was of it."""
+
+    text: str
+    # The mean log probability of its tokens (Whisper's avg_logprob); 0.0 when not known.
+    # Whisper base turns a short hum ("mm-hmm") into three short words at -0.8 to -2.3, and
+    # hears real words at -0.05 to -0.6 (see turn_words.UNSURE_LOG_PROB).
+    log_prob: float = 0.0
+
+
 class Transcriber(Protocol):
     """Batch speech recognition over a whole turn's audio (int16, 16 kHz).
 
@@ -96,7 +108,7 @@ class Transcriber(Protocol):
 
     async def transcribe(
         self, pcm: np.ndarray, final: bool, language: str, skippable: bool = False
-    ) -> str: ...
+    ) -> Transcription: ...
 
     async def open_ending(self, pcm: np.ndarray, transcript: str, language: str) -> float:
         """The probability that `transcript`'s last word was in fact a word that leaves its
@@ -166,12 +178,17 @@ class VadTurnStream(STTStream):
         self._watching = False  # the caller talks over the agent: early, frequent interims
         self._interrupting = False  # ...and did interrupt it
         self._eager_sent = False
-        self._eager_result: tuple[int, str] | None = None  # (epoch, transcript)
+        self._eager_result: tuple[int, Transcription] | None = None  # (epoch, what it heard)
         self._eager_audio = np.zeros(0, dtype=np.int16)  # what the eager decode heard
         # (epoch, open_ending of its eager text): None while asked and not answered
         self._ending: tuple[int, float | None] | None = None
         self._ending_task: asyncio.Task[None] | None = None
-        self._eager_event: tuple[str, float, int, tuple[float, float]] = ("", 0.0, 0, (0.0, 0.0))
+        self._eager_event: tuple[Transcription, float, int, tuple[float, float]] = (
+            Transcription(""),
+            0.0,
+            0,
+            (0.0, 0.0),
+        )
         self._eager_due = False  # the eager silence has passed; emit when the decode is in
         self._interim_result: tuple[int, str, int] | None = None  # (turn, text, windows heard)
         self._speculated: tuple[int, str] | None = None  # (epoch, interim text of an EAGER)
@@ -341,9 +358,10 @@ class VadTurnStream(STTStream):
                 await eager_task
             result = self._eager_result
             if result is not None and result[0] == epoch:
-                text = result[1]
+                heard = result[1]
             else:
-                text = await self._stt.transcribe(audio, True, self._opt.language)
+                heard = await self._stt.transcribe(audio, True, self._opt.language)
+            text = heard.text
             if speculated is not None and same_words(speculated[1], text):
                 text = speculated[1]  # the speculative answer to it stands
             self._emit(
@@ -354,6 +372,7 @@ class VadTurnStream(STTStream):
                 span,
                 speech_seconds=speech_seconds,
                 speech_start=speech_start,
+                log_prob=heard.log_prob,
             )
 
         self._final_task = self._tasks.spawn(finish(), "final-decode")
@@ -408,7 +427,7 @@ class VadTurnStream(STTStream):
             return
         if result[0] != self._epoch or completion[0] != self._epoch:
             return
-        text, probability = result[1], completion[1]
+        text, probability = result[1].text, completion[1]
         threshold = self._opt.completion_threshold
         if self._watching:
             # Over the agent, a few words are most often an acknowledgement: no word veto (an
@@ -475,9 +494,16 @@ class VadTurnStream(STTStream):
         skippable = not self._watching
 
         async def interim() -> None:
-            text = await self._stt.transcribe(audio, False, self._opt.language, skippable)
+            heard = await self._stt.transcribe(audio, False, self._opt.language, skippable)
+            text = heard.text
             if text and self._in_turn and not self._eager_sent and turn_index == self._turn_index:
-                self._emit(TurnEventKind.UPDATE, text, span=span, speech_seconds=speech_seconds)
+                self._emit(
+                    TurnEventKind.UPDATE,
+                    text,
+                    span=span,
+                    speech_seconds=speech_seconds,
+                    log_prob=heard.log_prob,
+                )
                 self._interim_result = (turn_index, text, covered)
                 self._maybe_speculate_from_interim()
 
@@ -488,12 +514,12 @@ class VadTurnStream(STTStream):
         turn_index, span = self._turn_index, self._span()
 
         async def eager() -> None:
-            text = await self._stt.transcribe(audio, True, self._opt.language)
+            heard = await self._stt.transcribe(audio, True, self._opt.language)
             if epoch != self._epoch:
                 return  # the user went on speaking while we decoded
-            self._eager_result = (epoch, text)
+            self._eager_result = (epoch, heard)
             self._eager_audio = audio
-            self._eager_event = (text, speech_end, turn_index, span)
+            self._eager_event = (heard, speech_end, turn_index, span)
             self._maybe_emit_eager()
             if self._semantic:
                 self._maybe_end_complete()
@@ -530,10 +556,17 @@ class VadTurnStream(STTStream):
             return
         if not self._in_turn:
             return
-        text, speech_end, turn_index, span = self._eager_event
-        if text:
+        heard, speech_end, turn_index, span = self._eager_event
+        if heard.text:
             self._eager_sent = True
-            self._emit(TurnEventKind.EAGER_END_OF_TURN, text, speech_end, turn_index, span)
+            self._emit(
+                TurnEventKind.EAGER_END_OF_TURN,
+                heard.text,
+                speech_end,
+                turn_index,
+                span,
+                log_prob=heard.log_prob,
+            )
 
     def _emit(
         self,
@@ -544,6 +577,7 @@ class VadTurnStream(STTStream):
         span: tuple[float, float] = (0.0, 0.0),
         speech_seconds: float | None = None,
         speech_start: float | None = None,
+        log_prob: float = 0.0,
     ) -> None:
         self._events.put_nowait(
             TurnUpdate(
@@ -556,5 +590,6 @@ class VadTurnStream(STTStream):
                 audio_end=span[1],
                 speech_start=self._speech_start if speech_start is None else speech_start,
                 speech_seconds=self._speech_seconds() if speech_seconds is None else speech_seconds,
+                log_prob=log_prob,
             )
         )

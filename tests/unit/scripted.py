@@ -19,12 +19,16 @@ from server.backends.llm.base import LLM, ChatMessage, ToolCall
 from server.backends.stt.base import STT, STTStream, TurnMode, TurnOptions
 from server.backends.tts.base import TTS, SynthesizedAudio, VoiceInfo
 from server.tools.spec import ToolSpec
-from server.turns import VadTurnStream
+from server.turns import Transcription, VadTurnStream
 from server.vad import VoiceActivityDetector
 
 RATE = 16000
 LOW_HZ = 220.0  # a turn ending on this pitch sounds unfinished
 ACK_HZ = 1760.0  # a turn of this pitch only is an acknowledgement, "Uh-huh."
+# a turn of this pitch only is a hum the recognizer turns into words it is unsure of (as
+# Whisper writes a short "mm-hmm": "In a month.", mean log probability -1.1)
+HUM_HZ = 2640.0
+HUM_WORDS = Transcription("In a month.", -1.1)
 
 
 def pitch(window: np.ndarray, rate: int = RATE) -> float:
@@ -90,7 +94,7 @@ class ScriptedTranscriber:
 
     async def transcribe(
         self, pcm: np.ndarray, final: bool, language: str, skippable: bool = False
-    ) -> str:
+    ) -> Transcription:
         await asyncio.sleep(self.delay)
         loud = loud_windows(pcm)
         self.calls.append((len(pcm), final))
@@ -99,8 +103,10 @@ class ScriptedTranscriber:
         else:
             self.skippable.append(skippable)
         if loud and all(abs(pitch(w) - ACK_HZ) < 200 for w in loud):
-            return "Uh-huh."
-        return f"said {len(loud)} windows" if loud else ""
+            return Transcription("Uh-huh.")
+        if loud and all(abs(pitch(w) - HUM_HZ) < 200 for w in loud):
+            return HUM_WORDS
+        return Transcription(f"said {len(loud)} windows" if loud else "")
 
     async def open_ending(self, pcm: np.ndarray, transcript: str, language: str) -> float:
         await asyncio.sleep(self.delay)

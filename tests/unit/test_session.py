@@ -18,7 +18,16 @@ from server.backends.llm.base import ChatMessage, ToolCall
 from server.tools.spec import ToolSpec
 from tests.conftest import Call
 from tests.unit.conftest import StartServer
-from tests.unit.scripted import ACK_HZ, LOW_HZ, ScriptedLLM, ScriptedTTS, silence, tone
+from tests.unit.scripted import (
+    ACK_HZ,
+    HUM_HZ,
+    HUM_WORDS,
+    LOW_HZ,
+    ScriptedLLM,
+    ScriptedTTS,
+    silence,
+    tone,
+)
 
 LONG_REPLY = " ".join(f"word{i}." if i % 6 == 5 else f"word{i}" for i in range(30))
 
@@ -350,6 +359,20 @@ async def test_an_acknowledgement_while_the_agent_talks_does_not_interrupt_it(
     assert not call.events(pb.BARGE_IN)
     assert [f.turn_id for f in call.finals()] == [0]  # the greeting, whole; no answer to it
     assert call.finals()[0].text.endswith("word23.")
+
+
+async def test_words_the_recognizer_was_unsure_of_do_not_interrupt_the_agent(
+    start_server: StartServer, open_call
+) -> None:
+    """A short hum heard as three words at a low log probability ("In a month." for
+    "mm-hmm"): an acknowledgement, not an interruption."""
+    call = await long_greeting_call(start_server, open_call)
+    await call.send_pcm(np.concatenate([tone(0.45, freq=HUM_HZ), silence(1.0)]))
+    await call.wait_for(lambda c: bool(c.events(pb.BACKCHANNEL)))
+    assert HUM_WORDS.text in call.events(pb.BACKCHANNEL)[0].message
+    await call.wait_for(lambda c: bool(c.events(pb.AGENT_TURN_DONE)), within=8)
+    assert not call.events(pb.BARGE_IN)
+    assert [f.turn_id for f in call.finals()] == [0]
 
 
 async def test_words_over_the_agent_interrupt_it(start_server: StartServer, open_call) -> None:

@@ -197,3 +197,15 @@ def test_text_that_does_not_loop_is_kept_whole(text: str) -> None:
 def test_same_words_ignores_case_and_punctuation() -> None:
     assert same_words("Is it open on Mondays?", "is it open on mondays.")
     assert not same_words("Is it open on Monday?", "Is it open on Mondays?")
+
+
+def test_words_the_recognizer_was_unsure_of_do_not_stop_the_agent() -> None:
+    # Whisper's "mm-hmm" 0.3-0.45 s in, at its mean log probability; then real words
+    assert not interrupts("In a month.", 0.3, log_prob=-1.08)
+    assert is_short_acknowledgement("In my mom.", 0.45, log_prob=-0.8)
+    assert interrupts("Can you tell", 0.5, log_prob=-0.3)
+    assert not is_short_acknowledgement("Tell me more", 0.6, log_prob=-0.3)
+    # an interruption word stops it however unsure; long speech is never an acknowledgement
+    assert interrupts("Wait a moment.", 0.45, log_prob=-1.2)
+    assert not is_short_acknowledgement("In a month.", 1.0, log_prob=-1.5)
+    assert not heard_clearly("Can you tell", 0.5, log_prob=-0.9)

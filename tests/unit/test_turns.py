@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from server.backends.stt.base import TurnEventKind as K
 from server.backends.stt.base import TurnMode, TurnOptions, TurnUpdate
-from server.turns import VadTurnStream, judge_complete
+from server.turns import Transcription, VadTurnStream, judge_complete
 from tests.unit.scripted import (
     LOW_HZ,
     EnergyVAD,
@@ -243,9 +243,9 @@ async def test_a_turn_heard_complete_at_once_is_not_delayed_by_the_last_word_che
 class TooTranscriber(ScriptedTranscriber):
     async def transcribe(
         self, pcm: np.ndarray, final: bool, language: str, skippable: bool = False
-    ) -> str:
+    ) -> Transcription:
         said = await super().transcribe(pcm, final, language)
-        return "I need to change my flight too." if said else ""
+        return Transcription("I need to change my flight too." if said.text else "")
 
 
 async def test_a_last_word_spelled_like_to_is_checked_though_the_voice_ended() -> None:
@@ -314,9 +314,9 @@ class SameWordsTranscriber(ScriptedTranscriber):
 
     async def transcribe(
         self, pcm: np.ndarray, final: bool, language: str, skippable: bool = False
-    ) -> str:
+    ) -> Transcription:
         said = await super().transcribe(pcm, final, language)
-        return "Is the museum open on Mondays?" if said else ""
+        return Transcription("Is the museum open on Mondays?" if said.text else "")
 
 
 async def test_the_last_interim_starts_the_answer_when_it_heard_the_whole_turn() -> None:

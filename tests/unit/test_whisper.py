@@ -221,14 +221,14 @@ async def test_a_skippable_interim_gives_way_when_every_worker_is_busy() -> None
     try:
         final = asyncio.create_task(stt.transcribe(audio, True, "en"))
         await asyncio.to_thread(started.wait, 5)
-        assert await stt.transcribe(audio, False, "en", skippable=True) == ""
+        assert (await stt.transcribe(audio, False, "en", skippable=True)).text == ""
         waiting = asyncio.create_task(stt.transcribe(audio, False, "en"))  # not skippable
         await asyncio.sleep(0.05)
         assert not waiting.done()
         release.set()
-        assert await final == "final words"
-        assert await waiting == "interim words"
-        assert await stt.transcribe(audio, False, "en", skippable=True) == "interim words"
+        assert (await final).text == "final words"
+        assert (await waiting).text == "interim words"
+        assert (await stt.transcribe(audio, False, "en", skippable=True)).text == "interim words"
     finally:
         release.set()
         await stt.aclose()
@@ -253,7 +253,7 @@ async def test_a_cancelled_decode_frees_its_worker_slot() -> None:
         await asyncio.gather(running, queued, return_exceptions=True)
         release.set()
         for _ in range(100):
-            if await stt.transcribe(audio, False, "en", skippable=True):
+            if (await stt.transcribe(audio, False, "en", skippable=True)).text:
                 break
             await asyncio.sleep(0.01)
         else:

@@ -40,6 +40,9 @@ class TurnUpdate:
     speech_start: float | None = None
     # Voiced audio of the turn so far, first to last voiced frame, in seconds (where known).
     speech_seconds: float = 0.0
+    # How sure the recognizer was of `transcript`: the mean log probability of its tokens
+    # (0.0 when it does not say). Speech over the agent needs sure words to stop it.
+    log_prob: float = 0.0
 
 
 class TurnMode(enum.Enum):

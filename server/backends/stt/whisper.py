@@ -43,7 +43,7 @@ from server.log_mel import HOP, log_mel
 from server.metrics import FINAL_LOOPS, INTERIMS_SKIPPED
 from server.smart_turn import SmartTurnV3
 from server.turn_words import OPEN_ALTERNATIVES, before_repetition, leaves_open, looks_repetitive
-from server.turns import VadTurnStream
+from server.turns import Transcription, VadTurnStream
 from server.vad import SileroVAD
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,7 @@ class Hypothesis:
     text: str
     looping: str | None = None  # why the text looks like a decoding loop, if it does
     tokens: int = 0  # how many the decode produced
+    log_prob: float = 0.0  # the mean log probability of those tokens (avg_logprob)
 
 
 def final_choice(first: Hypothesis, retry: Hypothesis) -> Hypothesis:
@@ -227,7 +228,7 @@ class WhisperSTT(STT):
 
     async def transcribe(
         self, pcm: np.ndarray, final: bool, language: str, skippable: bool = False
-    ) -> str:
+    ) -> Transcription:
         """The turn's words so far; "" for an interim that loops (the previous interim stands).
 
         A skippable interim is "" when every worker is busy: with many calls the interims
@@ -237,12 +238,12 @@ class WhisperSTT(STT):
         """
         if skippable and self._decoding >= self._workers:
             INTERIMS_SKIPPED.inc()
-            return ""
+            return Transcription("")
         hypothesis = await self._run(self.decode, pcm, final, language)
         if hypothesis.looping and not final:
             log.debug("interim dropped (%s): %r", hypothesis.looping, hypothesis.text)
-            return ""
-        return hypothesis.text
+            return Transcription("")
+        return Transcription(hypothesis.text, hypothesis.log_prob)
 
     async def open_ending(self, pcm: np.ndarray, transcript: str, language: str) -> float:
         """The probability that the transcript's last word was a word that leaves the phrase
@@ -370,7 +371,9 @@ class WhisperSTT(STT):
             suppress_tokens=[-1],
             repetition_penalty=repetition_penalty,
             no_repeat_ngram_size=3,
+            return_scores=True,  # with length_penalty 1: the mean log probability of a token
         )
         tokens = result[0].sequences_ids[0]
         text: str = tokenizer.decode(tokens).strip()
-        return Hypothesis(text, looping_reason(text, len(tokens) >= budget), len(tokens))
+        looping = looping_reason(text, len(tokens) >= budget)
+        return Hypothesis(text, looping, len(tokens), float(result[0].scores[0]))
