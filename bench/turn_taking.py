@@ -24,6 +24,10 @@ an open microphone sends. Four kinds of case:
   greeting's sends text or audio; an interruption is stopped when BARGE_IN comes. Stop time:
   TurnMetrics.barge_in_stop_ms when the server sends it, and on the client, first voiced frame
   of the interruption sent -> BARGE_IN received.
+  `--over answer` runs these cases over an answer instead (their own BENCHMARKS section): the
+  caller first asks a question that takes several sentences to answer, and speaks 2.0 s after
+  the answer's first audio, while the LLM and Piper are still making the rest of it. A
+  backchannel is then ignored when no BARGE_IN comes and no agent turn but that answer speaks.
 
 Each case runs under both configurations back to back: `semantic` (TurnDetection left at its
 defaults: the completion model, backchannel-aware barge-in) and `silence` (mode
@@ -67,6 +71,9 @@ from server.audio import resample  # noqa: E402
 from server.g711 import mulaw_encode  # noqa: E402
 
 SECTION = "## Turn-taking: end of turn, hesitations, barge-in (offline stack)"
+SECTION_OVER_ANSWER = (
+    "## Turn-taking over an answer: backchannels and interruptions (offline stack)"
+)
 SPEEDS = (0.85, 1.0, 1.2)  # Piper length_scale: < 1 faster, > 1 slower
 LEAD_S = 0.3
 FRAME_S = 0.02
@@ -75,9 +82,9 @@ HESITATION_TAIL_S = 12.0  # max silence (2 s) + the answer fit in it, even on a 
 BACKCHANNEL_TAIL_S = 4.0  # a held backchannel turn has max_silence_ms (2 s) to show an answer
 INTERRUPTION_TAIL_S = 4.0
 AFTER_BARGE_IN_S = 1.0  # keep listening this long after BARGE_IN (its TurnMetrics)
-BARGE_IN_AFTER_S = 2.0
-GAP_MS = 60  # an answer's audio stalling longer than this is heard as a break  # the caller speaks this long after the greeting's first audio arrives
-GREETING_WAIT_S = 15.0
+BARGE_IN_AFTER_S = 2.0  # the caller speaks this long after the agent's first audio arrives
+GAP_MS = 60  # an answer's audio stalling longer than this is heard as a break
+TALK_WAIT_S = 15.0  # the agent's first audio must come within this
 MODES = ("semantic", "silence")
 RATES = (16000, 8000)
 
@@ -90,6 +97,15 @@ GREETING = (
     "We also run a reading club, a homework café for students, and free computer classes for "
     "beginners every Thursday afternoon."
 )
+
+# --over answer: the agent talks an answer of its own, made while the caller is heard (the LLM
+# and Piper at work beside the decision), instead of the fixed greeting.
+ANSWER_PROMPT = "You are a friendly guide. Answer in four or five full sentences."
+TALK_QUESTIONS = [
+    "Can you tell me about the planets of the solar system?",
+    "How do I plant a vegetable garden in the spring?",
+    "What should I see on a first visit to Paris?",
+]
 
 QUESTIONS = [
     "Is it going to rain tomorrow?",
@@ -253,6 +269,9 @@ class Case:
     pause_s: float = 0.0  # hesitation only
     parts: list[np.ndarray] = field(default_factory=list)  # audio at the session rate
     continuation_at: float = 0.0  # seconds into the utterance where the second part starts
+    # --over answer: the caller's question first (the agent answers it), then `parts`
+    ask: np.ndarray | None = None
+    ask_text: str = ""
 
     @property
     def audio(self) -> np.ndarray:
@@ -268,7 +287,9 @@ class Case:
 KINDS = ("question", "hesitation", "backchannel", "interruption")
 
 
-def build_cases(rate: int, n: int | None, kinds: Sequence[str] = KINDS) -> list[Case]:
+def build_cases(
+    rate: int, n: int | None, kinds: Sequence[str] = KINDS, over: str = "greeting"
+) -> list[Case]:
     cases: list[Case] = []
     # Every question at every speed: voice-to-voice percentiles of 12 samples moved by 100 ms
     # between runs of the same code (409-529 ms p50), so each rate gets 36.
@@ -289,11 +310,17 @@ def build_cases(rate: int, n: int | None, kinds: Sequence[str] = KINDS) -> list[
     ):
         for i, text in enumerate(texts[:n] if kind in kinds else []):
             speed = SPEEDS[(i + shift) % len(SPEEDS)]
-            cases.append(Case(kind, i, text, speed, parts=[speak(text, speed, rate)]))
+            case = Case(kind, i, text, speed, parts=[speak(text, speed, rate)])
+            if over == "answer":
+                case.ask_text = TALK_QUESTIONS[i % len(TALK_QUESTIONS)]
+                case.ask = speak(case.ask_text, 1.0, rate)
+            cases.append(case)
     return cases
 
 
-def session_config(mode: str, rate: int, greeting: str) -> pb.SessionConfig:
+def session_config(
+    mode: str, rate: int, greeting: str, system_prompt: str = ""
+) -> pb.SessionConfig:
     if rate == 8000:
         fmt = pb.AudioFormat(encoding=pb.MULAW, sample_rate_hertz=8000)
     else:
@@ -303,7 +330,12 @@ def session_config(mode: str, rate: int, greeting: str) -> pb.SessionConfig:
         if mode == "semantic"
         else pb.TurnDetection(mode=pb.TURN_DETECTION_SILENCE, barge_in_on_any_speech=True)
     )
-    return pb.SessionConfig(input_format=fmt, greeting=greeting, turn_detection=detection)
+    return pb.SessionConfig(
+        input_format=fmt,
+        greeting=greeting,
+        system_prompt=system_prompt,
+        turn_detection=detection,
+    )
 
 
 def encode_frame(frame: np.ndarray, rate: int) -> bytes:
@@ -330,7 +362,8 @@ class Outcome:
     first_voiced_sent: float | None = None  # client ms
     last_voiced_sent: float | None = None
     continuation_sent: float | None = None
-    greeting_audio_at: float | None = None
+    talk_audio_at: float | None = None  # the agent's first audio (greeting or answer) arrived
+    talk_turn: int = 0  # its turn id: 0 for the greeting
     events: list[dict[str, Any]] = field(default_factory=list)
     audio: dict[int, dict[str, float]] = field(default_factory=dict)  # turn id -> first, last, s
     metrics: list[dict[str, Any]] = field(default_factory=list)
@@ -379,11 +412,11 @@ def _done_predicate(case: Case) -> Callable[[Outcome, float, bool], bool]:
 
     def interruption(o: Outcome, now: float, sent: bool) -> bool:
         barge = o.of("event", event="BARGE_IN")
-        heard = o.of("transcript", event="END_OF_TURN")  # its words, for the record
+        heard = _ends_of_utterance(o)  # its words, for the record
         return bool(sent and barge and heard and now - barge[0]["t"] >= AFTER_BARGE_IN_S * 1000)
 
     def backchannel(o: Outcome, now: float, sent: bool) -> bool:
-        answered = [e for e in o.of("agent_text") if e["turn_id"] != 0]
+        answered = [e for e in o.of("agent_text") if e["turn_id"] not in (0, o.talk_turn)]
         barge = o.of("event", event="BARGE_IN")
         shown = [e["t"] for e in barge[:1] + answered[:1]]  # not ignored: no need to wait more
         return bool(sent and shown and now - min(shown) >= AFTER_BARGE_IN_S * 1000)
@@ -399,7 +432,10 @@ def _done_predicate(case: Case) -> Callable[[Outcome, float, bool], bool]:
 async def run_case(target: str, case: Case, mode: str, rate: int) -> Outcome:
     agent_case = case.kind in ("backchannel", "interruption")
     out = Outcome(case.kind, case.label, case.text, mode, rate, case.speed, case.pause_s)
-    config = session_config(mode, rate, GREETING if agent_case else "")
+    if case.ask is None:
+        config = session_config(mode, rate, GREETING if agent_case else "")
+    else:
+        config = session_config(mode, rate, "", ANSWER_PROMPT)
     tail_s = {
         "question": QUESTION_TAIL_S,
         "hesitation": HESITATION_TAIL_S,
@@ -436,16 +472,21 @@ async def run_case(target: str, case: Case, mode: str, rate: int) -> Outcome:
 
                 for _ in range(round(LEAD_S / FRAME_S)):
                     await put(silence)
-                if agent_case:  # silence until 2 s after the greeting's first audio arrived
+                if case.ask is not None:  # the question the agent will be answering
+                    ask = np.concatenate([case.ask, np.zeros(-len(case.ask) % frame_n, np.int16)])
+                    for j in range(len(ask) // frame_n):
+                        await put(ask[j * frame_n : (j + 1) * frame_n])
+                if agent_case:  # silence until 2 s after the agent's first audio arrived
+                    waited = k
                     while True:
-                        heard = out.greeting_audio_at
+                        heard = out.talk_audio_at
                         if (
                             heard is not None
                             and k * FRAME_S * 1000 >= heard + BARGE_IN_AFTER_S * 1000
                         ):
                             break
-                        if heard is None and k * FRAME_S > GREETING_WAIT_S:
-                            out.error = "no greeting audio"
+                        if heard is None and (k - waited) * FRAME_S > TALK_WAIT_S:
+                            out.error = "the agent did not speak"
                             finished.set()
                             return
                         await put(silence)
@@ -522,8 +563,8 @@ async def run_case(target: str, case: Case, mode: str, rate: int) -> Outcome:
                         out.audio[turn] = {"first": t, "last": t, "seconds": 0.0}
                         out.audio[turn] |= {"play_end": t, "max_gap_ms": 0.0}
                         out.events.append({"t": t, "type": "first_audio", "turn_id": turn})
-                        if turn == 0 and agent_case:
-                            out.greeting_audio_at = t
+                        if agent_case and out.talk_audio_at is None:
+                            out.talk_audio_at, out.talk_turn = t, turn
                     played = out.audio[turn]
                     # A client plays audio in real time from its arrival: audio arriving after
                     # what came before has finished playing is a gap the caller hears.
@@ -569,10 +610,16 @@ def _words(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("-", " ")).split())
 
 
-def evaluate(o: Outcome) -> None:
+def _ends_of_utterance(o: Outcome) -> list[dict[str, Any]]:
+    """END_OF_TURNs of the case's utterance (not of the question an answer was to)."""
     ends = o.of("transcript", event="END_OF_TURN")
+    return [e for e in ends if e["window_end_ms"] > o.utterance_start_ms]
+
+
+def evaluate(o: Outcome) -> None:
+    ends = _ends_of_utterance(o)
     o.transcript = " | ".join(e["text"] for e in ends)
-    replies = [e for e in o.of("agent_text", final=True) if e["turn_id"] != 0]
+    replies = [e for e in o.of("agent_text", final=True) if e["turn_id"] not in (0, o.talk_turn)]
     o.reply = " | ".join(e["text"] for e in replies)
     v: dict[str, Any] = {}
     answered_turns = sorted({e["turn_id"] for e in o.of("agent_text") if e["turn_id"] != 0})
@@ -605,7 +652,10 @@ def evaluate(o: Outcome) -> None:
         v["one_turn"] = not v["premature"] and len(ends) == 1 and len(answered_turns) == 1
     else:
         barge = o.of("event", event="BARGE_IN")
-        new_answer = bool(answered_turns) or any(turn != 0 for turn in o.audio)
+        talk = (0, o.talk_turn)
+        new_answer = any(t not in talk for t in answered_turns) or any(
+            turn not in talk for turn in o.audio
+        )
         v["barge_in"] = bool(barge)
         v["new_answer"] = new_answer
         v["backchannel_event"] = bool(o.of("event", event="BACKCHANNEL"))
@@ -705,12 +755,13 @@ async def run(
     n: int | None,
     warmup: int,
     kinds: Sequence[str] = KINDS,
+    over: str = "greeting",
 ) -> list[Outcome]:
     outcomes: list[Outcome] = []
     started = time.monotonic()
     for rate in rates:
         t = time.monotonic()
-        cases = build_cases(rate, n, kinds)
+        cases = build_cases(rate, n, kinds, over)
         print(
             f"[{rate} Hz] {len(cases)} cases synthesized in {time.monotonic() - t:.1f} s",
             file=sys.stderr,
@@ -806,6 +857,17 @@ def summarize(outcomes: list[Outcome]) -> dict[str, str]:
     }
 
 
+# the rows of the agent-talking cases, all --over answer reports
+AGENT_ROWS = {
+    "backchannels",
+    "bc_event",
+    "interruptions",
+    "stop_p50",
+    "stop_p95",
+    "stop_client",
+    "errors",
+}
+
 ROWS = [
     ("premature", "hesitations cut off prematurely (0.8-1.5 s pause mid-sentence)"),
     ("one_turn", "hesitations answered as one turn (one END_OF_TURN, one answer)"),
@@ -849,22 +911,45 @@ def machine() -> str:
 
 
 def report(
-    outcomes: list[Outcome], command: str, rates: list[int], modes: list[str], seconds: float
+    outcomes: list[Outcome],
+    command: str,
+    rates: list[int],
+    modes: list[str],
+    seconds: float,
+    over: str = "greeting",
 ) -> str:
     counts = {
         kind: len({o.label for o in outcomes if o.kind == kind})
         for kind in ("question", "hesitation", "backchannel", "interruption")
     }
+    measured = f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}, in {seconds / 60:.0f} min: "
+    if over == "answer":
+        rows = [(key, name) for key, name in ROWS if key in AGENT_ROWS]
+        head = [
+            SECTION_OVER_ANSWER,
+            "",
+            f"Command: `{command}`  ",
+            measured + f"{counts['backchannel']} backchannels and {counts['interruption']} "
+            "interruptions 2 s into the agent's answer to a question of ours (the LLM with "
+            f'"{ANSWER_PROMPT}", {len(TALK_QUESTIONS)} questions in turn), per configuration and '
+            "rate; the LLM and Piper are still at work on the answer while the caller is heard. "
+            "One fresh session each, streamed at real time, one at a time.",
+        ]
+    else:
+        rows = ROWS
+        head = [
+            SECTION,
+            "",
+            f"Command: `{command}`  ",
+            measured + f"{counts['question']} complete questions "
+            f"({len({o.text for o in outcomes if o.kind == 'question'})} phrases at up to 3 "
+            f"speeds), {counts['hesitation']} hesitations (0.8-1.5 s pause after an unfinished "
+            f"phrase), {counts['backchannel']} backchannels and {counts['interruption']} "
+            "interruptions 2 s into a greeting, per configuration and rate; one fresh session "
+            "each, streamed at real time, one at a time.",
+        ]
     lines = [
-        SECTION,
-        "",
-        f"Command: `{command}`  ",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}, in {seconds / 60:.0f} min: "
-        f"{counts['question']} complete questions ({len({o.text for o in outcomes if o.kind == 'question'})} "
-        f"phrases at up to 3 speeds), {counts['hesitation']} hesitations "
-        f"(0.8-1.5 s pause after an unfinished phrase), {counts['backchannel']} backchannels and "
-        f"{counts['interruption']} interruptions 2 s into a greeting, per configuration and rate; "
-        "one fresh session each, streamed at real time, one at a time.",
+        *head,
         "Speech: our own phrases, the packaged Piper voice (en_US-joe-medium, no synthesis noise) "
         "at length_scale 0.85 / 1.0 / 1.2. `semantic`: TurnDetection defaults; `silence`: "
         "mode TURN_DETECTION_SILENCE + barge_in_on_any_speech (the timer, any speech barges in).",
@@ -888,7 +973,7 @@ def report(
             "| metric | " + " | ".join(modes) + " | goal |",
             "|---|" + "---|" * len(modes) + "---|",
         ]
-        for key, name in ROWS:
+        for key, name in rows:
             cells = " | ".join(columns[m][key] for m in modes)
             lines.append(f"| {name} | {cells} | {GOALS.get(key, '')} |")
         lines.append("")
@@ -917,6 +1002,14 @@ def main() -> None:
     parser.add_argument("--kinds", default=",".join(KINDS), help="a subset, for debugging")
     parser.add_argument("--warmup", type=int, default=1, help="uncounted cases per rate first")
     parser.add_argument(
+        "--over",
+        choices=("greeting", "answer"),
+        default="greeting",
+        help="what the agent says when the backchannels and interruptions come: the fixed "
+        "greeting, or an LLM answer to a question (backchannel and interruption cases only, "
+        "their own BENCHMARKS section)",
+    )
+    parser.add_argument(
         "--server", default="", help="HOST:PORT of a running server (default: start one)"
     )
     parser.add_argument("--write", action="store_true", help="record the results in BENCHMARKS.md")
@@ -937,6 +1030,10 @@ def main() -> None:
     for rate in rates:
         if rate not in (8000, 16000):
             parser.error(f"--rates: {rate} is not 16000 or 8000")
+    if args.over == "answer":
+        kinds = [k for k in kinds if k in ("backchannel", "interruption")]
+        if not kinds:
+            parser.error("--over answer: only the backchannel and interruption cases")
     started = time.monotonic()
     proc = None
     target = args.server
@@ -946,7 +1043,7 @@ def main() -> None:
         proc, port = start_server(log_path, max_seconds=4 * 3600)
         target = f"127.0.0.1:{port}"
     try:
-        outcomes = asyncio.run(run(target, rates, modes, args.cases, args.warmup, kinds))
+        outcomes = asyncio.run(run(target, rates, modes, args.cases, args.warmup, kinds, args.over))
     finally:
         if proc is not None:
             stop_server(proc)
@@ -954,7 +1051,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps([asdict(o) for o in outcomes], indent=1))
     command = ".venv/bin/python bench/turn_taking.py " + " ".join(sys.argv[1:])
-    text = report(outcomes, command.strip(), rates, modes, seconds)
+    text = report(outcomes, command.strip(), rates, modes, seconds, args.over)
     print(text)
     if args.write:
         write_section(text)

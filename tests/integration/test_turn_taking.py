@@ -120,3 +120,42 @@ async def test_an_interruption_stops_the_agent(offline_server, open_call) -> Non
     heard = [f for f in call.finals() if f.turn_id == 0][-1].text  # the greeting as heard
     assert heard and GREETING.startswith(heard) and heard != GREETING
     assert "sunday" in turn_ends(call)[-1].text.lower(), turn_ends(call)[-1].text
+
+
+async def agent_answering(offline_server: VoiceAgentServer, open_call) -> tuple[Call, int]:
+    """The agent 2 s into an answer of its own, not a fixed greeting: the LLM and Piper are
+    still at work on it beside the decoding of the caller's speech."""
+    config = pb.SessionConfig(
+        input_format=pb.AudioFormat(encoding=pb.LINEAR16, sample_rate_hertz=16000),
+        system_prompt="You are a friendly guide. Answer in four or five full sentences.",
+    )
+    call: Call = await open_call(target(offline_server), config)
+    question = speak("Can you tell me about the planets of the solar system?", varied=False)
+    await call.send_pcm(np.concatenate([pause(0.3), question, pause(0.6)]))
+    await call.wait_for(lambda c: bool(c.of("audio")), within=TIMEOUT)
+    (turn,) = {a.turn_id for a in call.of("audio")}
+    await asyncio.sleep(2.0)  # 2 s into the answer's speech
+    return call, turn
+
+
+async def test_an_acknowledgement_does_not_stop_an_answer(offline_server, open_call) -> None:
+    call, turn = await agent_answering(offline_server, open_call)
+    await call.send_pcm(np.concatenate([speak("Mm-hmm.", varied=False), pause(3.0)]))
+    await call.wait_for(lambda c: bool(c.events(pb.BACKCHANNEL)), within=TIMEOUT)
+    await call.wait_for(lambda c: bool(c.events(pb.AGENT_TURN_DONE)), within=TIMEOUT)
+    assert not call.events(pb.BARGE_IN)
+    assert [f.turn_id for f in call.finals()] == [turn]  # the answer, whole, and no other
+
+
+async def test_an_interruption_stops_an_answer(offline_server, open_call) -> None:
+    call, turn = await agent_answering(offline_server, open_call)
+    interruption = speak("Sorry, actually, just tell me about Mars.", varied=False)
+    await call.send_pcm(np.concatenate([interruption, pause(2.0)]))
+    await call.wait_for(lambda c: bool(c.events(pb.BARGE_IN)), within=TIMEOUT)
+    await call.wait_for(lambda c: any(f.turn_id > turn for f in c.finals()), within=TIMEOUT)
+    assert not call.events(pb.BACKCHANNEL)
+    stop = next(m for m in call.of("metrics") if m.HasField("barge_in_stop_ms"))
+    assert stop.turn_id == turn and 0 < stop.barge_in_stop_ms < 1500, stop
+    heard = [f for f in call.finals() if f.turn_id == turn][-1].text  # the answer as heard
+    assert heard, "the part of the answer heard before the interruption"
+    assert "mars" in turn_ends(call)[-1].text.lower(), turn_ends(call)[-1].text
