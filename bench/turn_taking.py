@@ -271,7 +271,6 @@ class Case:
     continuation_at: float = 0.0  # seconds into the utterance where the second part starts
     # --over answer: the caller's question first (the agent answers it), then `parts`
     ask: np.ndarray | None = None
-    ask_text: str = ""
 
     @property
     def audio(self) -> np.ndarray:
@@ -312,8 +311,7 @@ def build_cases(
             speed = SPEEDS[(i + shift) % len(SPEEDS)]
             case = Case(kind, i, text, speed, parts=[speak(text, speed, rate)])
             if over == "answer":
-                case.ask_text = TALK_QUESTIONS[i % len(TALK_QUESTIONS)]
-                case.ask = speak(case.ask_text, 1.0, rate)
+                case.ask = speak(TALK_QUESTIONS[i % len(TALK_QUESTIONS)], 1.0, rate)
             cases.append(case)
     return cases
 

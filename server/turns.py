@@ -93,8 +93,7 @@ class Transcription:
 
     text: str
     # The mean log probability of its tokens (Whisper's avg_logprob); 0.0 when not known.
-    # Whisper base turns a short hum ("mm-hmm") into three short words at -0.8 to -2.3, and
-    # hears real words at -0.05 to -0.6 (see turn_words.UNSURE_LOG_PROB).
+    # Below turn_words.UNSURE_LOG_PROB the words are a guess (the figures are there).
     log_prob: float = 0.0
 
 
