@@ -21,6 +21,12 @@ from voiceagent.tracing import trace_metadata
 from voiceagent.v1 import voice_agent_pb2 as pb
 from voiceagent.v1 import voice_agent_pb2_grpc as pb_grpc
 
+# Events after which the server ends the stream with OK.
+ENDING_EVENTS = (pb.CALL_ENDED, pb.TRANSFER)
+# What grpc.aio reports, in place of the server's status, when a request was being written as
+# the server ended the stream (grpc/grpc#36066).
+WRITE_RACE_DETAILS = "Internal error from Core"
+
 
 def linear16(rate: int) -> pb.AudioFormat:
     return pb.AudioFormat(encoding=pb.LINEAR16, sample_rate_hertz=rate)
@@ -96,7 +102,9 @@ class Conversation:
     """One Converse stream: send requests with the methods, iterate to receive responses.
 
     Requests after the config wait in order until the first response (SessionStarted) has been
-    iterated: iterate the conversation while sending, as `voice-agent talk` does.
+    iterated: iterate the conversation while sending, as `voice-agent talk` does. Once the agent
+    has ended or transferred the call (Event CALL_ENDED or TRANSFER), nothing more is sent: the
+    server is ending the stream.
     """
 
     def __init__(
@@ -112,6 +120,8 @@ class Conversation:
         self._call: grpc.aio.StreamStreamCall | None = None
         # Set by the first response (SessionStarted) or the end of the call.
         self._accepted = asyncio.Event()
+        self._input_open = True  # until close_input()
+        self._over = False  # the server ends the stream (or has): queued requests are dropped
 
     async def __aenter__(self) -> Conversation:
         await self._outbox.put(pb.ConverseRequest(config=self._config))
@@ -138,15 +148,26 @@ class Conversation:
         yield config
         await self._accepted.wait()
         while (request := await self._outbox.get()) is not None:
-            if self._call is not None and self._call.done():
+            if self._over or (self._call is not None and self._call.done()):
                 return
             yield request
 
+    def _send(self, request: pb.ConverseRequest | None) -> None:
+        if self._input_open and not self._over:
+            self._outbox.put_nowait(request)
+            self._input_open = request is not None
+
+    def _stop_sending(self) -> None:
+        """The server ends the stream: the writer half-closes, whatever is still queued."""
+        if not self._over:
+            self._over = True
+            self._outbox.put_nowait(None)  # wakes the writer
+
     async def send_audio(self, audio: bytes) -> None:
-        await self._outbox.put(pb.ConverseRequest(audio=audio))
+        self._send(pb.ConverseRequest(audio=audio))
 
     async def send_text(self, text: str) -> None:
-        await self._outbox.put(pb.ConverseRequest(text=text))
+        self._send(pb.ConverseRequest(text=text))
 
     async def update(
         self, llm_model: str = "", tts_voice: str = "", system_prompt: str = ""
@@ -154,19 +175,19 @@ class Conversation:
         update = pb.ConfigUpdate(
             llm_model=llm_model, tts_voice=tts_voice, system_prompt=system_prompt
         )
-        await self._outbox.put(pb.ConverseRequest(update=update))
+        self._send(pb.ConverseRequest(update=update))
 
     async def send_tool_result(self, call_id: str, result_json: str = "", error: str = "") -> None:
         """Answer a client tool's ToolCall (same id) with a JSON result or an error."""
         result = pb.ToolResult(id=call_id, result_json=result_json, error=error)
-        await self._outbox.put(pb.ConverseRequest(tool_result=result))
+        self._send(pb.ConverseRequest(tool_result=result))
 
     async def hangup(self) -> None:
-        await self._outbox.put(pb.ConverseRequest(hangup=pb.Hangup()))
+        self._send(pb.ConverseRequest(hangup=pb.Hangup()))
 
     async def close_input(self) -> None:
         """Half-close: the agent finishes its current answer, then the stream ends."""
-        await self._outbox.put(None)
+        self._send(None)
 
     def __aiter__(self) -> AsyncIterator[pb.ConverseResponse]:
         assert self._call is not None, "use `async with client.converse(...)`"
@@ -175,9 +196,25 @@ class Conversation:
     async def _responses(
         self, call: grpc.aio.StreamStreamCall
     ) -> AsyncIterator[pb.ConverseResponse]:
+        ending = False
         try:
             async for response in call:
                 self._accepted.set()
+                if response.WhichOneof("response") == "event" and (
+                    response.event.type in ENDING_EVENTS
+                ):
+                    ending = True
+                    self._stop_sending()
                 yield response
+        except grpc.aio.AioRpcError as err:
+            # After CALL_ENDED or TRANSFER the server ends the stream with OK; a request that was
+            # already on its way makes grpc.aio report the write's failure instead.
+            if not (
+                ending
+                and err.code() == grpc.StatusCode.INTERNAL
+                and err.details() == WRITE_RACE_DETAILS
+            ):
+                raise
         finally:
+            self._stop_sending()
             self._accepted.set()  # the call is over: the writer finds it done and stops

@@ -1436,6 +1436,8 @@ export enum EventType {
 
   /**
    * The agent ended the call (the end_call tool) after its goodbye: the stream then ends with OK.
+   * Stop sending once it arrives (half-close): a Python grpc.aio client caught writing as the
+   * stream ends reports INTERNAL in place of OK (grpc/grpc#36066); the Python SDK does this.
    *
    * @generated from enum value: CALL_ENDED = 6;
    */
@@ -1443,7 +1445,7 @@ export enum EventType {
 
   /**
    * The agent hands the caller over (the transfer_call tool): `message` is the target; the stream
-   * then ends with OK. A SIP caller gets a REFER to it.
+   * then ends with OK, as after CALL_ENDED. A SIP caller gets a REFER to it.
    *
    * @generated from enum value: TRANSFER = 7;
    */
