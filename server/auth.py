@@ -7,18 +7,15 @@ health service reveals nothing but readiness.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
-from server.status import StatusError, abort
+from server.status import StatusError, abort, abort_after_first_message
 
 OPEN_METHODS_PREFIX = "/grpc.health.v1.Health/"
-FIRST_MESSAGE_WAIT_SECONDS = 1.0
 
 
 def authorized(given: str | bytes, token: str) -> bool:
@@ -59,13 +56,9 @@ def _denied(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandl
         await abort(context, StatusError(grpc.StatusCode.UNAUTHENTICATED, message))
 
     async def deny_stream(requests: Any, context: grpc.aio.ServicerContext) -> None:
-        # Take the first message off the wire (grpc has it already; raw bytes, not parsed)
-        # before refusing: a client still writing it would otherwise see its write fail in
-        # place of this status (grpc.aio reports INTERNAL "Internal error from Core").
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(FIRST_MESSAGE_WAIT_SECONDS):
-                await context.read()
-        await abort(context, StatusError(grpc.StatusCode.UNAUTHENTICATED, message))
+        # The first message comes as raw bytes, not parsed: the refusal reads nothing more.
+        denied = StatusError(grpc.StatusCode.UNAUTHENTICATED, message)
+        await abort_after_first_message(requests, context, denied)
 
     codecs = {
         "request_deserializer": handler.request_deserializer,

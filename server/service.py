@@ -50,7 +50,7 @@ from server.session_setup import (
     turn_options_for,
 )
 from server.settings import Settings
-from server.status import StatusError, abort, stalled_client, status_for
+from server.status import StatusError, abort, abort_after_first_message, stalled_client, status_for
 from server.tasks import TaskSet, run_to_completion
 from server.tools.spec import ToolError, blank_header_values, session_specs
 from server.tracing import TurnSpans, end_with_status, parent_from_metadata, start_session_span
@@ -128,7 +128,7 @@ class VoiceAgentService(pb_grpc.VoiceAgentServicer):
         try:
             self.admission.admit()
         except StatusError as refused:
-            await abort(context, refused)
+            await abort_after_first_message(request_iterator, context, refused)
         try:
             try:
                 first = await request_iterator.__anext__()

@@ -6,13 +6,18 @@ mapping from option and backend errors to codes, and `abort` the one way a handl
 
 from __future__ import annotations
 
-from typing import NoReturn
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn
 
 import grpc
 from voiceagent.v1 import voice_agent_pb2 as pb
 
 from server.backends.registry import BackendError
 from server.options import OptionError
+
+FIRST_MESSAGE_WAIT_SECONDS = 1.0
 
 _OPTION_CODES = {
     "not_found": grpc.StatusCode.NOT_FOUND,
@@ -55,3 +60,15 @@ async def abort(context: grpc.aio.ServicerContext, status: StatusError) -> NoRet
     """End the call with `status` (grpc's context, or the web gateway's, which raises it)."""
     await context.abort(status.code, status.message)
     raise AssertionError("unreachable: abort raises")
+
+
+async def abort_after_first_message(
+    requests: AsyncIterator[Any], context: grpc.aio.ServicerContext, status: StatusError
+) -> NoReturn:
+    """Refuse a client stream once its first message is in (or FIRST_MESSAGE_WAIT_SECONDS have
+    passed): a client still writing it would otherwise see its write fail in place of `status`
+    (grpc.aio reports INTERNAL "Internal error from Core", grpc/grpc#36066)."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(FIRST_MESSAGE_WAIT_SECONDS):
+            await anext(requests)
+    await abort(context, status)
