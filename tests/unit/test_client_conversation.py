@@ -76,3 +76,22 @@ async def test_requests_queued_before_close_input_are_still_sent(
     assert call.status == grpc.StatusCode.OK, call.details
     assert [t.text for t in call.finals()] == ["Hello there."]
     assert [[m.content for m in c if m.role == "user"] for c in llm.calls] == [["Hi."]]
+
+
+async def test_a_session_that_fails_while_audio_is_streaming_ends_with_its_own_status(
+    start_server: StartServer, open_call
+) -> None:
+    """A failing session sends its status as an Error, then ends the stream with it; a request
+    caught on its way would make grpc.aio report INTERNAL instead (about 1 in 40 calls here)."""
+    s = await start_server()
+    too_long = b"\0" * (16000 * 2 * 6)  # 6 s in one message: INVALID_ARGUMENT
+    for attempt in range(60):
+        call: Call = await open_call(s.target, pb.SessionConfig(input_format=linear16(16000)))
+        await call.wait_for(lambda c: bool(c.of("session_started")))
+        streamer = asyncio.create_task(stream_audio(call))
+        await asyncio.sleep(0.02)
+        await call.conversation.send_audio(too_long)
+        await asyncio.wait_for(call.done.wait(), 10)
+        await streamer
+        assert call.status == grpc.StatusCode.INVALID_ARGUMENT, (attempt, call.details)
+        assert call.details.startswith("an audio message has 192000 bytes"), call.details

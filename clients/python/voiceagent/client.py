@@ -24,7 +24,7 @@ from voiceagent.v1 import voice_agent_pb2_grpc as pb_grpc
 # Events after which the server ends the stream with OK.
 ENDING_EVENTS = (pb.CALL_ENDED, pb.TRANSFER)
 # What grpc.aio reports, in place of the server's status, when a request was being written as
-# the server ended the stream (grpc/grpc#36066).
+# the server ended the stream (grpc/grpc#36066): see Conversation._responses.
 WRITE_RACE_DETAILS = "Internal error from Core"
 
 
@@ -197,9 +197,11 @@ class Conversation:
         self, call: grpc.aio.StreamStreamCall
     ) -> AsyncIterator[pb.ConverseResponse]:
         ending = False
+        last: pb.ConverseResponse | None = None
         try:
             async for response in call:
                 self._accepted.set()
+                last = response
                 if response.WhichOneof("response") == "event" and (
                     response.event.type in ENDING_EVENTS
                 ):
@@ -207,14 +209,24 @@ class Conversation:
                     self._stop_sending()
                 yield response
         except grpc.aio.AioRpcError as err:
-            # After CALL_ENDED or TRANSFER the server ends the stream with OK; a request that was
-            # already on its way makes grpc.aio report the write's failure instead.
-            if not (
-                ending
-                and err.code() == grpc.StatusCode.INTERNAL
-                and err.details() == WRITE_RACE_DETAILS
-            ):
+            if err.code() != grpc.StatusCode.INTERNAL or err.details() != WRITE_RACE_DETAILS:
                 raise
+            # A request was on its way as the server ended the stream: grpc.aio reports the
+            # write's failure in place of the server's status. After CALL_ENDED or TRANSFER
+            # that status is OK; a session that fails sends its status as an Error last.
+            if ending:
+                return
+            if last is not None and last.WhichOneof("response") == "error":
+                raise server_status(last.error, err) from err
+            raise
         finally:
             self._stop_sending()
             self._accepted.set()  # the call is over: the writer finds it done and stops
+
+
+def server_status(error: pb.Error, reported: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
+    """The status a failing session sent as its last message, as the error grpc would raise."""
+    code = next((c for c in grpc.StatusCode if c.value[0] == error.code), grpc.StatusCode.UNKNOWN)
+    return grpc.aio.AioRpcError(
+        code, reported.initial_metadata(), reported.trailing_metadata(), error.message
+    )
