@@ -217,14 +217,14 @@ class Conversation:
             if ending:
                 return
             if last is not None and last.WhichOneof("response") == "error":
-                raise server_status(last.error, err) from err
+                raise _status_from_error(last.error, err) from err
             raise
         finally:
             self._stop_sending()
             self._accepted.set()  # the call is over: the writer finds it done and stops
 
 
-def server_status(error: pb.Error, reported: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
+def _status_from_error(error: pb.Error, reported: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
     """The status a failing session sent as its last message, as the error grpc would raise."""
     code = next((c for c in grpc.StatusCode if c.value[0] == error.code), grpc.StatusCode.UNKNOWN)
     return grpc.aio.AioRpcError(
