@@ -10,9 +10,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from voiceagent.v1 import voice_agent_pb2 as pb
 
 from server import assets
-from server.audio import resample
+from server.audio import Format, InboundAudio, resample
+from server.backends.stt.whisper import WhisperSTT
+from server.g711 import mulaw_encode
 from server.main import VoiceAgentServer
 from server.settings import Settings
 
@@ -54,6 +57,24 @@ def speak(text: str, rate: int = RATE, varied: bool = True) -> np.ndarray:
     pcm = resample(pcm, voice.config.sample_rate, rate)
     voiced = np.nonzero(np.abs(pcm.astype(np.int32)) > 200)[0]
     return pcm[voiced[0] : voiced[-1] + 1] if len(voiced) else pcm
+
+
+def heard(pcm: np.ndarray, rate: int) -> np.ndarray:
+    """16 kHz speech as the server hears it at `rate` (8 kHz: G.711 mu-law, upsampled)."""
+    if rate == 16000:
+        return pcm
+    return InboundAudio(Format(pb.MULAW, 8000), 16000).push(
+        mulaw_encode(resample(pcm, 16000, rate))
+    )
+
+
+@pytest.fixture(scope="module")
+def whisper() -> Iterator[WhisperSTT]:
+    """The real Whisper backend, loaded for tests that call its blocking methods directly."""
+    stt = WhisperSTT()
+    stt._load_blocking()
+    yield stt
+    stt._executor.shutdown()
 
 
 def pause(seconds: float, rate: int = RATE) -> np.ndarray:

@@ -4,34 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from voiceagent.v1 import voice_agent_pb2 as pb
 
-from server.audio import Format, InboundAudio, resample
 from server.backends.stt.base import TurnEventKind, TurnOptions
 from server.backends.stt.whisper import OPEN_ENDING_MAX_TOKENS, WhisperSTT
-from server.g711 import mulaw_encode
-from tests.integration.conftest import pause, speak
-
-
-@pytest.fixture(scope="module")
-def whisper() -> Iterator[WhisperSTT]:
-    stt = WhisperSTT()
-    stt._load_blocking()  # the blocking load: these tests call the blocking methods
-    yield stt
-    stt._executor.shutdown()
-
-
-def heard(pcm: np.ndarray, rate: int) -> np.ndarray:
-    """16 kHz speech as the server hears it at `rate` (8 kHz: G.711 mu-law, upsampled)."""
-    if rate == 16000:
-        return pcm
-    return InboundAudio(Format(pb.MULAW, 8000), 16000).push(
-        mulaw_encode(resample(pcm, 16000, rate))
-    )
+from tests.integration.conftest import heard, pause, speak
 
 
 def cut_at_the_comma(sentence: str) -> tuple[np.ndarray, np.ndarray]:
