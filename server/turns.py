@@ -182,12 +182,8 @@ class VadTurnStream(STTStream):
         # (epoch, open_ending of its eager text): None while asked and not answered
         self._ending: tuple[int, float | None] | None = None
         self._ending_task: asyncio.Task[None] | None = None
-        self._eager_event: tuple[Transcription, float, int, tuple[float, float]] = (
-            Transcription(""),
-            0.0,
-            0,
-            (0.0, 0.0),
-        )
+        # (speech end, turn index, span) of the eager decode in `_eager_result`
+        self._eager_event: tuple[float, int, tuple[float, float]] = (0.0, 0, (0.0, 0.0))
         self._eager_due = False  # the eager silence has passed; emit when the decode is in
         self._interim_result: tuple[int, str, int] | None = None  # (turn, text, windows heard)
         self._speculated: tuple[int, str] | None = None  # (epoch, interim text of an EAGER)
@@ -518,7 +514,7 @@ class VadTurnStream(STTStream):
                 return  # the user went on speaking while we decoded
             self._eager_result = (epoch, heard)
             self._eager_audio = audio
-            self._eager_event = (heard, speech_end, turn_index, span)
+            self._eager_event = (speech_end, turn_index, span)
             self._maybe_emit_eager()
             if self._semantic:
                 self._maybe_end_complete()
@@ -555,7 +551,8 @@ class VadTurnStream(STTStream):
             return
         if not self._in_turn:
             return
-        heard, speech_end, turn_index, span = self._eager_event
+        heard = result[1]
+        speech_end, turn_index, span = self._eager_event
         if heard.text:
             self._eager_sent = True
             self._emit(
